@@ -1,0 +1,1 @@
+"""Infrastructure every batchyard service shares: event store, bus, settings, logging."""

@@ -1,0 +1,1 @@
+"""The NATS JetStream bus: stream set-up, the outbox relay, and consumer helpers."""
