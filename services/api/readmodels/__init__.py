@@ -1,0 +1,1 @@
+"""The API's read models: tables in their own PostgreSQL schema, written only by the projection."""

@@ -1,0 +1,1 @@
+"""Drivers: one per orchestrator, behind the interface in `base`."""

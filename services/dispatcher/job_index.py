@@ -1,0 +1,73 @@
+"""The dispatcher's own view of jobs, folded from job events read from the store.
+
+The scheduler must not depend on the API's read models (services meet only in the store and on the
+bus), and every replica needs every scheduled job, so each replica folds the job streams itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from contracts.envelope import RecordedEvent
+from contracts.events import JobCreated, JobDeleted, JobPaused, JobResumed, JobUpdated
+from contracts.specs import JobSpec
+
+JOB_EVENT_TYPES = tuple(
+    cls.event_type() for cls in (JobCreated, JobUpdated, JobPaused, JobResumed, JobDeleted)
+)
+
+
+@dataclass(frozen=True)
+class IndexedJob:
+    """`since` is when the current schedule took effect (created, rescheduled or resumed): no tick
+    before it is the scheduler's to fire. `paused_since` is the `since` in force when the job was
+    paused, so the resume can record the ticks of the pause as skipped."""
+
+    job_id: uuid.UUID
+    version: int
+    spec: JobSpec
+    since: datetime
+    paused_since: datetime | None = None
+    resumed: bool = False
+
+    @property
+    def scheduled(self) -> bool:
+        return self.spec.schedule is not None and self.spec.enabled
+
+
+class JobIndex:
+    def __init__(self) -> None:
+        self.jobs: dict[uuid.UUID, IndexedJob] = {}
+
+    def apply(self, event: RecordedEvent) -> uuid.UUID | None:
+        """Fold one job event; the id of the job it changed, or None when it was not a job event."""
+        payload = event.payload()
+        job_id: uuid.UUID | None = getattr(payload, "job_id", None)
+        if job_id is None or event.type not in JOB_EVENT_TYPES:
+            return None
+        current = self.jobs.get(job_id)
+        if isinstance(payload, JobCreated):
+            self.jobs[job_id] = IndexedJob(job_id, event.stream_version, payload.spec, event.time)
+        elif current is None:
+            return None
+        elif isinstance(payload, JobUpdated):
+            rescheduled = {"schedule", "enabled"} & set(payload.changed)
+            since = event.time if rescheduled else current.since
+            self.jobs[job_id] = replace(
+                current, version=event.stream_version, spec=payload.spec, since=since, resumed=False
+            )
+        elif isinstance(payload, JobPaused):
+            spec = current.spec.model_copy(update={"enabled": False})
+            self.jobs[job_id] = replace(
+                current, version=event.stream_version, spec=spec, paused_since=current.since
+            )
+        elif isinstance(payload, JobResumed):
+            spec = current.spec.model_copy(update={"enabled": True})
+            self.jobs[job_id] = replace(
+                current, version=event.stream_version, spec=spec, since=event.time, resumed=True
+            )
+        elif isinstance(payload, JobDeleted):
+            self.jobs.pop(job_id, None)
+        return job_id

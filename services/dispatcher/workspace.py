@@ -1,0 +1,81 @@
+"""A run's local workspace: its artifact directory and its state file, kept in the archive after the run.
+
+The dispatcher has the files on its own disk when the run ends, so it hands them to the archive itself
+(`put_file`), before it records the terminal event: a run that reads as ended lists its artifacts. The
+state file of a job lives in the archive under the pseudo-run `job-<job id>` and is copied into the
+next run's workspace before it starts. See docs/decisions/0171-artifacts-and-run-state.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+from contracts.base import JsonObject
+from shared.archive.base import Archive
+
+log = logging.getLogger(__name__)
+
+ARTIFACTS_ENV = "BATCHYARD_ARTIFACTS"
+STATE_ENV = "BATCHYARD_STATE"
+STATE_FILE = "state"
+
+
+def state_owner(job_id: uuid.UUID) -> str:
+    """The archive area holding a job's state: a plain token, like a run id, so it passes the same
+    checks and never collides with a run (whose ids are bare UUIDs)."""
+    return f"job-{job_id}"
+
+
+class RunWorkspace:
+    def __init__(self, run_id: str, root: Path, job_id: uuid.UUID | None, keeps_state: bool) -> None:
+        self.run_id = run_id
+        self.root = root
+        self.artifacts = root / "artifacts"
+        self.state = root / STATE_FILE
+        self.job_id = job_id
+        self.keeps_state = keeps_state and job_id is not None
+
+    @classmethod
+    async def create(
+        cls, archive: Archive, run_id: str, job_id: uuid.UUID | None, keeps_state: bool
+    ) -> RunWorkspace:
+        root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"batchyard-run-{run_id}-"))
+        workspace = cls(run_id, root, job_id, keeps_state)
+        workspace.artifacts.mkdir()
+        workspace.state.touch()
+        if workspace.keeps_state and job_id is not None:
+            with contextlib.suppress(FileNotFoundError):
+                await archive.get_file(state_owner(job_id), STATE_FILE, workspace.state)
+        return workspace
+
+    def with_env(self, payload: JsonObject) -> JsonObject:
+        """The payload with the workspace's paths in its env, which every step inherits."""
+        env = dict(payload.get("env") or {})
+        env[ARTIFACTS_ENV] = str(self.artifacts)
+        env[STATE_ENV] = str(self.state)
+        return {**payload, "env": env}
+
+    async def keep(self, archive: Archive, succeeded: bool) -> None:
+        """Store the artifacts, and the state when the run succeeded (a failed run's half-written state
+        must not become the next run's input), then remove the workspace."""
+        try:
+            for path in sorted(self.artifacts.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    name = path.relative_to(self.artifacts).as_posix()
+                    try:
+                        await archive.put_file(self.run_id, name, path)
+                    except (OSError, ValueError) as exc:
+                        log.warning("artifact %r of run %s not stored: %s", name, self.run_id, exc)
+            if self.keeps_state and succeeded and self.job_id is not None:
+                await archive.put_file(state_owner(self.job_id), STATE_FILE, self.state)
+        finally:
+            await self.remove()
+
+    async def remove(self) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.root, True)
