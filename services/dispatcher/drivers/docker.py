@@ -22,6 +22,7 @@ import aiodocker
 import aiohttp
 
 from contracts.base import JsonObject
+from contracts.logs import LogFd
 from contracts.payloads import DockerPayload, EncryptedSecret, PayloadError, Text, validate_payload
 from services.dispatcher.drivers.base import Execution, ExitStatus, Limits, LogSink, StartFailed
 from services.dispatcher.drivers.docker_images import ensure_image
@@ -304,6 +305,8 @@ class DockerExecution(Execution):
         self._pump: asyncio.Task[None] | None = None
         self._logs: LogSink | None = None
         self._status: asyncio.Future[ExitStatus] | None = None
+        self._copied: dict[LogFd, int] = {"stdout": 0, "stderr": 0}
+        self._input_refused = False
 
     @property
     def container(self) -> aiodocker.containers.DockerContainer:
@@ -323,11 +326,14 @@ class DockerExecution(Execution):
                 skip -= len(data)
                 continue
             await logs.write(fd, data[skip:])
+            self._copied[fd] += len(data) - skip
             skip = 0
 
     async def write_stdin(self, data: bytes) -> bool:
         """Feed the container's stdin (after `launch`); False once it no longer reads, like EPIPE."""
-        return self._streams is not None and await self._streams.write_stdin(data)
+        accepted = self._streams is not None and await self._streams.write_stdin(data)
+        self._input_refused = self._input_refused or not accepted
+        return accepted
 
     async def close_stdin(self) -> None:
         """End of input: the container reads EOF while its output keeps flowing."""
@@ -391,6 +397,8 @@ class DockerExecution(Execution):
             copied = (await asyncio.gather(self._pump, return_exceptions=True))[0]
         state = await self._ended_state()
         await self._close_streams()
+        if self._input_refused and self._started and self._logs is not None:
+            await self._recover_output(self._logs)
         if state.get("OOMKilled"):
             await self._note("the container was killed: it ran out of memory (OOMKilled)")
         if not self.keep:
@@ -400,6 +408,27 @@ class DockerExecution(Execution):
         if not self._started:
             return ExitStatus(exit_code=int(state.get("ExitCode") or ENGINE_FAILURE_EXIT))
         return ExitStatus(exit_code=int(state.get("ExitCode", 0)))
+
+    async def _recover_output(self, logs: LogSink) -> None:
+        """An engine whose container stopped reading its stdin may drop the attach connection before the
+        last output went through it (podman does, under load, and sends its own error on stderr instead);
+        the engine's own log of the container still holds every byte, so what the attach stream missed of
+        each channel is copied from there."""
+        engine = str(self.handle.get("engine") or "")
+        try:
+            streams = await follow_logs(engine, _api_prefix(self.docker), self.container_id)
+        except (AttachFailed, OSError) as exc:
+            log.info("could not check container %s's log for missed output: %s", self.container_id, exc)
+            return
+        skip = dict(self._copied)
+        try:
+            async for fd, data in streams.frames(CHUNK_BYTES):
+                seen = min(skip[fd], len(data))
+                skip[fd] -= seen
+                if seen < len(data):
+                    await logs.write(fd, data[seen:])
+        finally:
+            await streams.close()
 
     async def _ended_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
