@@ -27,14 +27,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def dispatcher_process(settings: Settings, lease_ttl_s: float = 60) -> Iterator[subprocess.Popen[bytes]]:
+def dispatcher_process(
+    settings: Settings, lease_ttl_s: float = 60, instance: str = "crashy"
+) -> Iterator[subprocess.Popen[bytes]]:
     """The dispatcher as the supervisor runs it: its own process, configured by environment."""
     env = {
         **os.environ,
         "BATCHYARD_PG_DSN": settings.pg_dsn,
         "BATCHYARD_NATS_URL": settings.nats_url,
         "BATCHYARD_BUS_PREFIX": settings.bus_prefix,
-        "BATCHYARD_INSTANCE": "crashy",
+        "BATCHYARD_INSTANCE": instance,
         "BATCHYARD_DISPATCHER_LEASE_TTL_S": str(lease_ttl_s),
     }
     process = subprocess.Popen([sys.executable, "-m", "services.dispatcher.main"], env=env, cwd=ROOT)

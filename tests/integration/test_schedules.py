@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from shared.domain.schedule import CronSchedule
 from shared.eventstore.store import NO_STREAM, EventStore
 from shared.service import open_runtime
 from shared.settings import Settings
+from tests.integration.test_dispatcher_crash import dispatcher_process
 
 USER = EventMeta(actor="alice", correlation_id="req-1")
 FAST = DispatcherSettings(lease_ttl_s=1.5, shutdown_grace_s=5, schedule_poll_s=0.05)
@@ -44,12 +46,6 @@ async def replica(settings: Settings, name: str) -> AsyncIterator[DispatcherServ
             yield service
         finally:
             await service.shutdown()
-
-
-async def run_replica(settings: Settings, name: str, ready: asyncio.Event) -> None:
-    async with replica(settings, name):
-        ready.set()
-        await asyncio.Event().wait()
 
 
 async def create_job(store: EventStore, **spec: Any) -> uuid.UUID:
@@ -83,37 +79,34 @@ def instant(event: RecordedEvent) -> datetime:
     return datetime.fromisoformat(str(event.data["scheduled_at"]))
 
 
-async def test_three_replicas_fire_every_tick_exactly_once_even_when_one_is_killed(
+async def test_three_replica_processes_fire_every_tick_exactly_once_even_when_one_is_sigkilled(
     settings: Settings, store: EventStore
 ) -> None:
     job_id = await create_job(store, schedule={"cron": "* * * * * *"}, overlap={"policy": "allow"})
-    readies = [asyncio.Event() for _ in range(3)]
-    replicas = [
-        asyncio.create_task(run_replica(settings, f"replica-{n}", ready)) for n, ready in enumerate(readies)
-    ]
-    try:
-        for ready in readies:
-            await asyncio.wait_for(ready.wait(), 15)
-        await asyncio.sleep(3)
-        replicas[0].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await replicas[0]
+    with contextlib.ExitStack() as stack:
+        replicas = [
+            stack.enter_context(dispatcher_process(settings, instance=f"replica-{n}")) for n in range(3)
+        ]
+        await eventually(lambda: fired_by(store, job_id, "replica-0"), timeout_s=30)
+        await asyncio.sleep(2)
+        replicas[0].send_signal(signal.SIGKILL)
+        replicas[0].wait()
         killed_at = datetime.now(UTC)
         await asyncio.sleep(3.5)
-    finally:
-        for task in replicas[1:]:
-            task.cancel()
-        await asyncio.gather(*replicas, return_exceptions=True)
     events = await tick_events(store, job_id)
     assert {e.type for e in events} == {"RunRequested"}
     ticks = sorted(instant(e) for e in events)
     assert len(ticks) == len(set(ticks)), "a tick fired twice"
     assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(ticks)), ticks
     assert ticks[-1] > killed_at + timedelta(seconds=2), "ticks stopped after the replica was killed"
-    actors = {e.actor.split(":")[1] for e in events}
-    assert len(actors) >= 2, "the ticks were not fired by several replicas"
+    after_kill = {e.actor.split(":")[1] for e in events if instant(e) > killed_at}
+    assert "replica-0" not in after_kill and after_kill, after_kill
     for event in events:
         assert len(await store.read_stream(event.stream_id)) == 1
+
+
+async def fired_by(store: EventStore, job_id: uuid.UUID, instance: str) -> bool:
+    return any(e.actor.split(":")[1] == instance for e in await tick_events(store, job_id))
 
 
 async def test_forbid_skips_a_tick_while_a_run_is_active_and_says_why(
