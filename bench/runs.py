@@ -27,12 +27,25 @@ from aiohttp import ClientSession
 from shared.embedded import ensure_database, free_port, start_nats, start_postgres
 
 SERVICES = ("api", "renderer", "dispatcher", "logarchiver")
+HOPS = ("RunRequested", "RunRendered", "RunStarted")
 TERMINAL = ("RunSucceeded", "RunFailed", "RunTimedOut", "RunStopped", "RunLost", "RunRejected")
 
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, round(p * len(ordered)) - 1))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (from /proc, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent outside idle and iowait since boot (first line of /proc/stat)."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_memory_mib(pid: int) -> float:
@@ -82,6 +95,10 @@ class System:
                 pass
             await asyncio.sleep(0.2)
         raise RuntimeError(f"the API did not become ready; see {self.folder}/api.log")
+
+    def cpu(self) -> dict[str, float]:
+        used = {name: cpu_seconds(p.pid) for name, p in self.processes.items()}
+        return {**used, "nats": cpu_seconds(self.nats.process.pid), "machine": machine_busy_seconds()}
 
     def peaks(self) -> str:
         return ", ".join(f"{name} {peak_memory_mib(p.pid):.0f} MiB" for name, p in self.processes.items())
@@ -168,15 +185,25 @@ async def measure(
 
         started: list[float] = []
         ended: list[float] = []
+        hops: dict[str, list[float]] = {hop: [] for hop in HOPS}
         for _ in range(latency_runs):
             run_id, sent = await request_run(http, true_job)
             times = (await wait_ended(db, [run_id], 30))[run_id]
             started.append((times["RunStarted"] - sent).total_seconds() * 1000)
             ended.append((times["end"] - sent).total_seconds() * 1000)
+            previous = sent
+            for hop in HOPS:
+                hops[hop].append((times[hop] - previous).total_seconds() * 1000)
+                previous = times[hop]
         print(
             f"(a) POST /jobs/{{id}}/runs -> RunStarted: p50 {percentile(started, 0.5):.1f} ms, "
             f"p99 {percentile(started, 0.99):.1f} ms; -> terminal: p50 {percentile(ended, 0.5):.1f} ms, "
             f"p99 {percentile(ended, 0.99):.1f} ms ({latency_runs} runs, one at a time)",
+            flush=True,
+        )
+        print(
+            "    p50 of each step: "
+            + ", ".join(f"-> {hop} {percentile(values, 0.5):.1f} ms" for hop, values in hops.items()),
             flush=True,
         )
 
@@ -186,14 +213,22 @@ async def measure(
             async with gate:
                 return (await request_run(http, true_job))[0]
 
+        cpu_before = system.cpu()
         began = time.perf_counter()
         run_ids = await asyncio.gather(*(submit() for _ in range(sustained_runs)))
         await wait_ended(db, run_ids, 600)
-        batchyard_rate = sustained_runs / (time.perf_counter() - began)
+        elapsed = time.perf_counter() - began
+        batchyard_rate = sustained_runs / elapsed
+        cpu_used = {name: seconds - cpu_before[name] for name, seconds in system.cpu().items()}
         plain_rate = await spawn_rate(sustained_runs, concurrency)
         print(
             f"(b) {sustained_runs} runs of true, {concurrency} in flight: {batchyard_rate:.0f} runs/s; "
             f"plain asyncio spawning true: {plain_rate:.0f}/s; ratio {batchyard_rate / plain_rate:.2f}",
+            flush=True,
+        )
+        print(
+            f"    CPU seconds per 1,000 runs over {elapsed:.1f} s: "
+            + ", ".join(f"{name} {1000 * used / sustained_runs:.1f}" for name, used in cpu_used.items()),
             flush=True,
         )
 

@@ -42,7 +42,7 @@ from services.dispatcher.adoption import (
     published_log,
     reattacher,
 )
-from services.dispatcher.drivers.base import Driver, Execution, Outcome, StartFailed
+from services.dispatcher.drivers.base import Driver, Execution, LogSink, Outcome, StartFailed
 from services.dispatcher.drivers.pipeline import StepReporting
 from services.dispatcher.logs import LogPublisher
 from services.dispatcher.secrets import MaskingLogPublisher, mask_reason, open_payload
@@ -257,8 +257,7 @@ class RunDispatcher:
     async def _start(self, active: ActiveRun, driver: Driver, state: RunState, meta: EventMeta) -> None:
         logs = self._log_publisher(active.run_id, active.secrets)
         try:
-            payload = await self._with_workspace(active, driver, state.payload or {})
-            execution = await driver.prepare(str(active.run_id), payload, logs)
+            execution = await self._prepare(active, driver, state.payload or {}, logs)
         except StartFailed as exc:
             await self._drop_workspace(active)
             decide = _fail_unstarted(active.run_id, mask_reason(exc.reason, active.secrets))
@@ -299,15 +298,27 @@ class RunDispatcher:
             self._supervise(active, execution, logs, evolve(state, recorded[0])), name=f"run-{active.run_id}"
         )
 
-    async def _with_workspace(self, active: ActiveRun, driver: Driver, payload: JsonObject) -> JsonObject:
-        """Local runs get an artifact directory and a state file (docs/decisions/0171)."""
+    async def _prepare(
+        self, active: ActiveRun, driver: Driver, payload: JsonObject, logs: LogSink
+    ) -> Execution:
+        """Local runs get an artifact directory and a state file (docs/decisions/0171), made while the
+        process is prepared: each takes a few milliseconds of system calls before `RunStarted`."""
         if self.archive is None or driver.name != "local":
-            return payload
+            return await driver.prepare(str(active.run_id), payload, logs)
         job_id = await self._job_of(active.stream_id) if payload.get("state") else None
-        active.workspace = await RunWorkspace.create(
-            self.archive, str(active.run_id), job_id, bool(payload.get("state"))
+        workspace = RunWorkspace.plan(str(active.run_id), job_id, bool(payload.get("state")))
+        active.workspace = workspace
+        prepared, made = await asyncio.gather(
+            driver.prepare(str(active.run_id), workspace.with_env(payload), logs),
+            workspace.create(self.archive),
+            return_exceptions=True,
         )
-        return active.workspace.with_env(payload)
+        if isinstance(prepared, BaseException):
+            raise prepared
+        if isinstance(made, BaseException):
+            await prepared.discard()
+            raise made
+        return prepared
 
     async def _job_of(self, stream_id: str) -> uuid.UUID | None:
         for recorded in await self.store.read_stream(stream_id):

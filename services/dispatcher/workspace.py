@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -42,17 +43,23 @@ class RunWorkspace:
         self.keeps_state = keeps_state and job_id is not None
 
     @classmethod
-    async def create(
-        cls, archive: Archive, run_id: str, job_id: uuid.UUID | None, keeps_state: bool
-    ) -> RunWorkspace:
-        root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"batchyard-run-{run_id}-"))
-        workspace = cls(run_id, root, job_id, keeps_state)
-        workspace.artifacts.mkdir()
-        workspace.state.touch()
-        if workspace.keeps_state and job_id is not None:
+    def plan(cls, run_id: str, job_id: uuid.UUID | None, keeps_state: bool) -> RunWorkspace:
+        """Name the workspace without touching the disk, so the run's process can be prepared with its
+        paths while `create` makes them: both sit between the rendered run and `RunStarted`."""
+        root = Path(tempfile.gettempdir()) / f"batchyard-run-{run_id}-{secrets.token_hex(4)}"
+        return cls(run_id, root, job_id, keeps_state)
+
+    async def create(self, archive: Archive) -> None:
+        await asyncio.to_thread(self._make)
+        if self.keeps_state and self.job_id is not None:
             with contextlib.suppress(FileNotFoundError):
-                await archive.get_file(state_owner(job_id), STATE_FILE, workspace.state)
-        return workspace
+                await archive.get_file(state_owner(self.job_id), STATE_FILE, self.state)
+
+    def _make(self) -> None:
+        """Private to the run's user, and refused if the name exists: like `mkdtemp`."""
+        self.root.mkdir(mode=0o700)
+        self.artifacts.mkdir()
+        self.state.touch()
 
     def with_env(self, payload: JsonObject) -> JsonObject:
         """The payload with the workspace's paths in its env, which every step inherits."""
