@@ -1,11 +1,14 @@
 """Throughput of a local pipeline beside the same shell pipeline, in the same run.
 
-`cat BIGFILE | tr a-z A-Z | wc -c` over a generated file (1 GiB by default), three ways:
+`cat BIGFILE | tr a-z A-Z | wc -c` over a generated file (1 GiB by default), several ways:
 - `shell`: `/bin/sh -c` with the pipeline, the reference;
 - `direct`: a 3-step batchyard pipeline whose steps hand data on with `log: false` (one OS pipe between
   two processes, the dispatcher never touches the bytes);
 - `tee`: the same with the default `log: true`: the dispatcher reads each hand-over pipe and writes it
-  both to the next step and to the run's log on a real (embedded) JetStream, as a run would.
+  both to the next step and to the run's log on a real (embedded) JetStream, as a run would;
+- `tee-null`: the same copy into a log that discards it: the dispatcher's own cost of the copy;
+- `log-only`: no processes, only the log copy `tee` makes (twice the file) published to JetStream: the
+  bound the log store sets on `tee`.
 Prints bytes per second, the ratio to the shell's, and the peak RSS of this process (which plays the
 dispatcher). Usage: `.venv/bin/python -m bench.pipelines [--gib 1] [--skip-tee]`.
 """
@@ -20,11 +23,13 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from contracts.base import JsonObject
 from services.dispatcher.drivers.base import LogSink
-from services.dispatcher.drivers.local import LocalProcessDriver
+from services.dispatcher.drivers.local import CHUNK_BYTES, LocalProcessDriver
 from services.dispatcher.logs import LogPublisher
 from shared.bus.streams import connect, ensure_streams
 from shared.embedded import start_nats
@@ -53,7 +58,7 @@ class NullSink:
         return None
 
 
-async def pipeline(path: Path, logs: LogSink, log_hand_over: bool) -> float:
+async def pipeline(path: Path, logs: LogSink, *, log_hand_over: bool) -> float:
     payload: JsonObject = {
         "steps": [
             {"name": "cat", "command": ["cat", str(path)], "log": log_hand_over},
@@ -69,7 +74,9 @@ async def pipeline(path: Path, logs: LogSink, log_hand_over: bool) -> float:
     return time.perf_counter() - started
 
 
-async def tee(path: Path, workdir: Path) -> float:
+async def on_jetstream(workdir: Path, work: Callable[[LogPublisher], Awaitable[float]]) -> float:
+    """Seconds `work` takes writing a run's log to a real (embedded) JetStream, until every chunk and
+    the end marker are stored."""
     nats_server = start_nats(workdir / "nats")
     try:
         client = await connect(nats_server.url, "bench-pipelines")
@@ -77,13 +84,23 @@ async def tee(path: Path, workdir: Path) -> float:
         prefix = f"bench{uuid.uuid4().hex[:6]}"
         await ensure_streams(js, prefix)
         publisher = LogPublisher(js, prefix, uuid.uuid4().hex, asyncio.Semaphore(128))
-        seconds = await pipeline(path, publisher, log_hand_over=True)
+        started = time.perf_counter()
+        await work(publisher)
         await publisher.finish()
-        seconds_with_end = seconds
+        seconds = time.perf_counter() - started
         await client.close()
-        return seconds_with_end
+        return seconds
     finally:
         nats_server.stop()
+
+
+async def log_only(publisher: LogPublisher, size: int) -> float:
+    """The log copy alone: what the tee pipeline puts on JetStream (both hand-overs), no processes."""
+    chunk = b"x" * CHUNK_BYTES
+    started = time.perf_counter()
+    for _ in range(2 * size // CHUNK_BYTES):
+        await publisher.write("stdout", chunk)
+    return time.perf_counter() - started
 
 
 def peak_rss_mb() -> float:
@@ -105,11 +122,13 @@ async def main() -> None:
         rows = [("shell", shell(big))]
         rows.append(("direct", await pipeline(big, NullSink(), log_hand_over=False)))
         rows.append(("shell", shell(big)))
+        rows.append(("tee-null", await pipeline(big, NullSink(), log_hand_over=True)))
         if not args.skip_tee:
-            rows.append(("tee", await tee(big, workdir)))
+            rows.append(("tee", await on_jetstream(workdir, partial(pipeline, big, log_hand_over=True))))
+            rows.append(("log-only", await on_jetstream(workdir, partial(log_only, size=size))))
         reference = min(seconds for name, seconds in rows if name == "shell")
         for name, seconds in rows:
-            print(f"{name:7s} {size / seconds / 1e6:8.0f} MB/s  ratio {reference / seconds:.2f}")
+            print(f"{name:8s} {size / seconds / 1e6:8.0f} MB/s  ratio {reference / seconds:.2f}")
         print(f"peak RSS of the dispatcher process: {peak_rss_mb():.0f} MB")
 
 
