@@ -50,6 +50,12 @@ def register(commands: Any) -> None:
     )
     create.add_argument("--cron", help="schedule, a cron expression like '0 3 * * *'")
     create.add_argument("--timezone", help="IANA time zone of --cron (default UTC)")
+    create.add_argument(
+        "--fired-by",
+        choices=("batchyard", "nomad"),
+        help="who fires --cron: batchyard's scheduler (default) or Nomad's periodic block (nomad "
+        "executions only; see docs/nomad.md)",
+    )
     create.add_argument("--disabled", action="store_true", help="create it paused")
     create.set_defaults(run=run_create)
 
@@ -117,7 +123,8 @@ def schedule_text(schedule: dict[str, Any] | None) -> str:
     if not schedule:
         return "-"
     zone = schedule.get("timezone") or "UTC"
-    return f"{schedule['cron']} ({zone})"
+    by_nomad = ", fired by Nomad" if schedule.get("fired_by") == "nomad" else ""
+    return f"{schedule['cron']} ({zone}{by_nomad})"
 
 
 def job_details(job: dict[str, Any]) -> str:
@@ -173,8 +180,12 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
         body["params"] = {**body.get("params", {}), **given}
     if args.timezone is not None and args.cron is None:
         raise CliError("--timezone needs --cron: it is the time zone of the schedule")
+    if args.fired_by is not None and args.cron is None:
+        raise CliError("--fired-by needs --cron: it says who fires the schedule")
     if args.cron is not None:
         body["schedule"] = {"cron": args.cron, "timezone": args.timezone or "UTC"}
+        if args.fired_by is not None:
+            body["schedule"]["fired_by"] = args.fired_by
     if args.disabled:
         body["enabled"] = False
     for required in ("name", "execution"):

@@ -255,7 +255,7 @@ class NomadDispatch(Contract):
 
 NOMAD_OPTIONS = ("dispatch", "nomad_url", "timeout_s", "purge")
 NOT_A_RUN = {
-    "Periodic": "a run is one execution; give the job a schedule and let batchyard hand it to Nomad",
+    "Periodic": "a run is one execution; give the job a schedule with fired_by 'nomad' to hand it to Nomad",
     "ParameterizedJob": "a parameterized job only waits for dispatches; use 'dispatch' to run one",
 }
 

@@ -41,6 +41,9 @@ class PreviewRequest(Contract):
     overrides: JsonObject = Field(default_factory=dict)
     job_id: uuid.UUID | None = None
     at: datetime | None = None
+    # Also answer the payload sealed for the dispatcher (`PreviewRendered.sealed`) when it holds
+    # secrets: the dispatcher registers a job's Nomad periodic parent from it. The API never asks.
+    seal: bool = False
 
 
 class PreviewError(Contract):
@@ -53,7 +56,8 @@ class PreviewError(Contract):
 
 class PreviewRendered(Contract):
     """Secrets are shown as `***` in `payload` and `params`; `provenance` maps each leaf param's dotted
-    path to its layer: `default`, `dimension:<name>=<value>`, `job` or `run`."""
+    path to its layer: `default`, `dimension:<name>=<value>`, `job` or `run`. `sealed` is the real
+    payload encrypted for the dispatcher, only when the request asked (`seal`) and it holds secrets."""
 
     ok: Literal[True] = True
     driver: str
@@ -61,6 +65,7 @@ class PreviewRendered(Contract):
     params: JsonObject
     provenance: dict[str, str]
     execution_version: int
+    sealed: str | None = None
 
 
 class PreviewFailed(Contract):

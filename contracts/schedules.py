@@ -16,6 +16,7 @@ from shared.domain.cron import parse_cron
 
 MissedPolicy = Literal["skip", "latest", "all"]
 OverlapPolicy = Literal["allow", "forbid", "replace", "queue"]
+FiredBy = Literal["batchyard", "nomad"]
 
 CENTURY_S = 100 * 365.25 * 86_400
 MONTH_S = 31 * 86_400
@@ -37,6 +38,9 @@ class ScheduleSpec(Contract):
     timezone: str = "UTC"
     jitter_s: float = Field(default=0, ge=0, le=86_400)
     missed: MissedTicksSpec = Field(default_factory=MissedTicksSpec)
+    # Who fires the ticks: batchyard's own scheduler, or Nomad's `periodic` block for a job whose
+    # execution uses the nomad driver (decision 0173); the API refuses what Nomad cannot honour.
+    fired_by: FiredBy = "batchyard"
 
     @field_validator("cron")
     @classmethod

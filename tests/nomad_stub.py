@@ -6,9 +6,14 @@ creates an evaluation and one allocation per task group instance, and each task 
 (or `exec`) really runs its `Config.command` with `Config.args` as a local process whose stdout and
 stderr go to `alloc/logs/<task>.stdout.0` / `.stderr.0`, served by `fs/logs` with offsets, framing and
 `follow` as Nomad does. Deregistering sends the task's `KillSignal` (Nomad's default, SIGINT) to the
-task's process group and SIGKILL after its `KillTimeout` (default 5 s). Tests reach the things a real
-cluster does on its own through methods: `lose` (a node going down), `fail_next_register`,
-`hold_placement`, `launch_periodic` (a cron tick).
+task's process group and SIGKILL after its `KillTimeout` (default 5 s). A registered job with an enabled
+`Periodic` block launches a child job `<parent>/periodic-<unix time of the tick>` on each tick of its cron
+`Spec` in its `TimeZone`, as Nomad's periodic dispatcher does: cron read as Nomad's `cronexpr` reads it
+(seven fields from seconds to year; six fields mean minute to year; five get second 0 and any year), a
+tick skipped while a child still runs under `ProhibitOverlap`, no launches once the parent is stopped,
+and children that go on when it is. Tests reach the things a real cluster does on its own through
+methods: `lose` (a node going down), `fail_next_register`, `hold_placement`, `launch_periodic` (a cron
+tick on demand).
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
@@ -78,6 +85,139 @@ def plain_error(status: int, text: str) -> web.Response:
 def multierror(errors: list[str]) -> str:
     lines = "".join(f"\t* {error}\n" for error in errors)
     return f"{len(errors)} error{'s' if len(errors) > 1 else ''} occurred:\n{lines}\n"
+
+
+CRON_MACROS = {
+    "@yearly": "0 0 0 1 1 * *",
+    "@annually": "0 0 0 1 1 * *",
+    "@monthly": "0 0 0 1 * * *",
+    "@weekly": "0 0 0 * * 0 *",
+    "@daily": "0 0 0 * * * *",
+    "@hourly": "0 0 * * * * *",
+}
+CRON_SEARCH_DAYS = 5 * 366
+
+
+@dataclass(frozen=True)
+class StubCron:
+    """A cron expression as Nomad's `cronexpr` reads it, for the periodic launches of the stub: numbers,
+    `*`, `?`, ranges, steps and lists; `L` in the day of month; `<day>L` and `<day>#<n>` in the day of
+    week. A day field is restricted unless it is a bare `*` or `?`; with both restricted a day matching
+    either runs, with one restricted only that one counts."""
+
+    seconds: frozenset[int]
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    last_day: bool
+    months: frozenset[int]
+    weekdays: frozenset[int]
+    last_weekdays: frozenset[int]
+    nth_weekdays: frozenset[tuple[int, int]]
+    years: frozenset[int]
+    days_restricted: bool
+    weekdays_restricted: bool
+
+    @classmethod
+    def parse(cls, spec: str) -> StubCron:
+        fields = CRON_MACROS.get(spec.strip(), spec).split()
+        if len(fields) == 5:
+            fields = ["0", *fields, "*"]
+        elif len(fields) == 6:
+            fields = ["0", *fields]
+        if len(fields) != 7:
+            raise ValueError(f"expected 5 to 7 fields, got {len(fields)}")
+        second, minute, hour, day, month, weekday, year = fields
+        days: set[int] = set()
+        last_day = False
+        for item in day.split(","):
+            if item.upper() == "L":
+                last_day = True
+            else:
+                days |= _cron_values(item, 1, 31)
+        weekdays: set[int] = set()
+        last_weekdays: set[int] = set()
+        nth: set[tuple[int, int]] = set()
+        for item in weekday.split(","):
+            if item.upper().endswith("L") and item[:-1].isdigit():
+                last_weekdays.add(int(item[:-1]) % 7)
+            elif "#" in item:
+                number, _, occurrence = item.partition("#")
+                nth.add((int(number) % 7, int(occurrence)))
+            else:
+                weekdays |= {value % 7 for value in _cron_values(item, 0, 6, top=7)}
+        return cls(
+            frozenset(_cron_field(second, 0, 59)),
+            frozenset(_cron_field(minute, 0, 59)),
+            frozenset(_cron_field(hour, 0, 23)),
+            frozenset(days),
+            last_day,
+            frozenset(_cron_field(month, 1, 12)),
+            frozenset(weekdays),
+            frozenset(last_weekdays),
+            frozenset(nth),
+            frozenset(_cron_field(year, 1970, 2099)),
+            day not in ("*", "?"),
+            weekday not in ("*", "?"),
+        )
+
+    def _day_matches(self, when: datetime) -> bool:
+        if when.month not in self.months or when.year not in self.years:
+            return False
+        last = ((when.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)).day
+        weekday = (when.weekday() + 1) % 7
+        by_day = when.day in self.days or (self.last_day and when.day == last)
+        by_weekday = (
+            weekday in self.weekdays
+            or (weekday in self.last_weekdays and when.day + 7 > last)
+            or (weekday, (when.day - 1) // 7 + 1) in self.nth_weekdays
+        )
+        if self.days_restricted and self.weekdays_restricted:
+            return by_day or by_weekday
+        if self.days_restricted:
+            return by_day
+        return by_weekday if self.weekdays_restricted else True
+
+    def next_after(self, now: float, zone: ZoneInfo) -> float | None:
+        """The first tick strictly after `now` (unix seconds), or None when there is none."""
+        wall = datetime.fromtimestamp(int(now) + 1, zone).replace(tzinfo=None)
+        end = wall + timedelta(days=CRON_SEARCH_DAYS)
+        while wall < end:
+            if not self._day_matches(wall):
+                wall = (wall + timedelta(days=1)).replace(hour=0, minute=0, second=0)
+            elif wall.hour not in self.hours:
+                wall = (wall + timedelta(hours=1)).replace(minute=0, second=0)
+            elif wall.minute not in self.minutes:
+                wall = (wall + timedelta(minutes=1)).replace(second=0)
+            elif wall.second not in self.seconds:
+                wall += timedelta(seconds=1)
+            else:
+                return wall.replace(tzinfo=zone).timestamp()
+        return None
+
+
+def _cron_field(text: str, low: int, high: int) -> set[int]:
+    values: set[int] = set()
+    for item in text.split(","):
+        values |= _cron_values(item, low, high)
+    return values
+
+
+def _cron_values(item: str, low: int, high: int, *, top: int | None = None) -> set[int]:
+    """One list item; `top` is the highest number accepted (7 for Sunday in the day of week)."""
+    body, _, step_text = item.partition("/")
+    step = int(step_text) if step_text else 1
+    if body in ("*", "?"):
+        first, last = low, high
+    elif "-" in body:
+        start, _, stop = body.partition("-")
+        first, last = int(start), int(stop)
+    else:
+        first = int(body)
+        last = high if step_text else first
+    if step < 1 or not low <= first <= last <= (top if top is not None else high):
+        raise ValueError(f"{item!r} is out of range {low}-{high}")
+    return set(range(first, last + 1, step))
 
 
 @dataclass
@@ -150,6 +290,7 @@ class NomadStub:
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self.register_failures: list[tuple[int, str]] = []
         self.hold_placement = False
+        self._periodic: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.leaderless_until = 0.0
         self._log_streams: dict[int, web.Request] = {}
         self._changed = asyncio.Condition()
@@ -170,6 +311,9 @@ class NomadStub:
         return self.url
 
     async def stop(self) -> None:
+        for ticker in self._periodic.values():
+            ticker.cancel()
+        await asyncio.gather(*self._periodic.values(), return_exceptions=True)
         for alloc in self.allocs.values():
             for task in alloc.tasks.values():
                 self._signal(task, signal.SIGKILL)
@@ -324,6 +468,15 @@ class NomadStub:
         groups = job.get("TaskGroups") or []
         if not groups and not job.get("ParameterizedJob") and not job.get("Periodic"):
             errors.append("Missing job task groups")
+        periodic = job.get("Periodic") or {}
+        if periodic.get("Enabled"):
+            try:
+                StubCron.parse(str(periodic.get("Spec") or ""))
+                ZoneInfo(str(periodic.get("TimeZone") or "UTC"))
+            except (ValueError, KeyError) as exc:
+                errors.append(
+                    f"Periodic validation failed: Invalid cron spec {periodic.get('Spec')!r}: {exc}"
+                )
         for group in groups:
             if not group.get("Tasks"):
                 errors.append(
@@ -382,6 +535,7 @@ class NomadStub:
             }
         )
         self.jobs[key] = job
+        self._tick(key)
         evaluation = self._new_eval(job, "job-register")
         if not job.get("Periodic") and not job.get("ParameterizedJob"):
             await self._place(job, evaluation)
@@ -396,6 +550,32 @@ class NomadStub:
                 "KnownLeader": True,
             }
         )
+
+    def _tick(self, key: tuple[str, str]) -> None:
+        """(Re)start the periodic launches of the job at `key`, as registering it does in Nomad."""
+        ticker = self._periodic.pop(key, None)
+        if ticker is not None:
+            ticker.cancel()
+        job = self.jobs.get(key)
+        if job is not None and not job["Stop"] and (job.get("Periodic") or {}).get("Enabled"):
+            self._periodic[key] = asyncio.create_task(self._launch_on_schedule(job))
+
+    async def _launch_on_schedule(self, parent: JsonObject) -> None:
+        periodic = parent["Periodic"]
+        cron = StubCron.parse(str(periodic["Spec"]))
+        zone = ZoneInfo(str(periodic.get("TimeZone") or "UTC"))
+        while (launch := cron.next_after(time.time(), zone)) is not None:
+            await asyncio.sleep(max(launch - time.time(), 0.0))
+            running = [
+                job
+                for job in self.jobs.values()
+                if job.get("ParentID") == parent["ID"]
+                and job["Namespace"] == parent["Namespace"]
+                and job["Status"] != "dead"
+            ]
+            if periodic.get("ProhibitOverlap") and running:
+                continue
+            await self._launch_child(parent, "periodic", launched=int(launch))
 
     def _new_eval(self, job: JsonObject, trigger: str) -> JsonObject:
         evaluation = {
@@ -601,6 +781,7 @@ class NomadStub:
             await self._touch(alloc)
         if not any(not a.terminal for a in self.allocs_of(job_id)):
             job["Status"] = "dead"
+        self._tick((ns, job_id))
         if purge:
             del self.jobs[(ns, job_id)]
             await self.bump()
@@ -730,8 +911,9 @@ class NomadStub:
         meta: dict[str, str] | None = None,
         payload: str | None = None,
         token: str = "",
+        launched: int | None = None,
     ) -> str:
-        launched = int(time.time())
+        launched = launched or int(time.time())
         if kind == "periodic":
             while (parent["Namespace"], f"{parent['ID']}/periodic-{launched}") in self.jobs:
                 launched += 1

@@ -29,7 +29,12 @@ from contracts.events.runs import (
     RunSucceeded,
     RunTimedOut,
 )
-from contracts.events.schedules import TicksSkipped
+from contracts.events.schedules import (
+    PeriodicHandoverFailed,
+    PeriodicParentDeregistered,
+    PeriodicParentRegistered,
+    TicksSkipped,
+)
 
 __all__ = [
     "DimensionDefined",
@@ -43,6 +48,9 @@ __all__ = [
     "JobPaused",
     "JobResumed",
     "JobUpdated",
+    "PeriodicHandoverFailed",
+    "PeriodicParentDeregistered",
+    "PeriodicParentRegistered",
     "RunAdopted",
     "RunFailed",
     "RunLogArchived",

@@ -73,6 +73,9 @@ class RunRendered(Event):
     payload: JsonObject
     execution_version: int
     sealed: str | None = None
+    # Set when Nomad's periodic block launched this run from that parent job (decision 0173): the
+    # dispatcher that recorded the launch follows it, and no dispatcher starts it again.
+    periodic_parent: str | None = None
 
 
 class RunRejected(Event):

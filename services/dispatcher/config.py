@@ -36,3 +36,9 @@ class DispatcherSettings(BaseSettings):
     schedule_poll_s: float = Field(
         default=0.2, gt=0, le=10, description="How often the scheduler reads job changes and run ends."
     )
+    nomad_periodic_resync_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the schedules handed to Nomad are checked against Nomad even when nothing "
+        "changed (a parent stopped by hand, a renderer or cluster that was down).",
+    )

@@ -34,7 +34,15 @@ class IndexedJob:
 
     @property
     def scheduled(self) -> bool:
-        return self.spec.schedule is not None and self.spec.enabled
+        """Its ticks are batchyard's scheduler's to fire."""
+        schedule = self.spec.schedule
+        return schedule is not None and self.spec.enabled and schedule.fired_by == "batchyard"
+
+    @property
+    def fired_by_nomad(self) -> bool:
+        """Its schedule is to be handed to Nomad's periodic block (decision 0173)."""
+        schedule = self.spec.schedule
+        return schedule is not None and self.spec.enabled and schedule.fired_by == "nomad"
 
 
 class JobIndex:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from nats.js import JetStreamContext
 
+from contracts import streams
 from contracts.base import Event, JsonObject
 from contracts.envelope import EventMeta, RecordedEvent
 from contracts.events.runs import (
@@ -52,7 +53,7 @@ from shared.archive.base import Archive
 from shared.bus.cancellation import raise_if_cancelling
 from shared.domain.run_lifecycle import RunState, RunStatus, evolve, refusal, run_state
 from shared.eventstore.errors import ConcurrencyError
-from shared.eventstore.store import EventStore
+from shared.eventstore.store import NO_STREAM, EventStore
 from shared.secrets import Keyring
 
 log = logging.getLogger(__name__)
@@ -217,11 +218,14 @@ class RunDispatcher:
             await asyncio.sleep(STORE_RETRY_S)
 
     async def on_rendered(self, event: RecordedEvent) -> None:
-        """Start a rendered run; returns once `RunStarted` (or the reason it will not start) is recorded."""
+        """Start a rendered run; returns once `RunStarted` (or the reason it will not start) is recorded.
+        A run Nomad's periodic block launched was recorded started with its rendering: nothing to do."""
         stream_id = event.stream_id
         if stream_id in self.active:
             return
         rendered = RunRendered.model_validate(event.data)
+        if rendered.periodic_parent is not None:
+            return
         run_id = rendered.run_id
         meta = self._meta(event.correlation_id, event.id)
         try:
@@ -395,6 +399,69 @@ class RunDispatcher:
             log.exception("recording the end of %s failed", active.stream_id)
         finally:
             self.active.pop(active.stream_id, None)
+
+    async def record_launch(
+        self,
+        requested: RunRequested,
+        rendered: RunRendered,
+        handle: JsonObject,
+        secrets: frozenset[str],
+        elapsed_s: float,
+        correlation_id: str,
+    ) -> bool:
+        """Record a run that Nomad's periodic block launched, then follow it like an adopted run.
+
+        Its request, the rendering its parent was registered from, and its start are appended together
+        at version 0 of the run's stream (docs/decisions/0173): however many dispatchers see the launch,
+        one records it, and no renderer or dispatcher ever acts on the request or the rendering alone.
+        False when the run was already recorded. The run is in `active` before the append, so a stop
+        request seen meanwhile is held, not lost."""
+        run_id = requested.run_id
+        stream_id = streams.stream_id(streams.RUN, run_id)
+        driver = self.drivers.get(rendered.driver)
+        follow = reattacher(driver) if driver is not None else None
+        if stream_id in self.active or follow is None:
+            return False
+        active = ActiveRun(stream_id, run_id, correlation_id, secrets)
+        self.active[stream_id] = active
+        try:
+            started = RunStarted(run_id=run_id, dispatcher=self.identity, handle=handle)
+            try:
+                recorded = await self.store.append(
+                    stream_id,
+                    [requested, rendered, started],
+                    expected_version=NO_STREAM,
+                    meta=self._meta(correlation_id, None),
+                )
+            except ConcurrencyError:
+                return False
+            logs = self._log_publisher(run_id, secrets)
+            failure: str | None = None
+            try:
+                execution = await follow(str(run_id), handle, logs, PublishedLog(), elapsed_s)
+            except Exception as exc:
+                failure = mask_reason(str(exc), secrets)
+                execution = None
+            meta = self._meta(correlation_id, recorded[-1].id)
+            if execution is None:
+                reason = f"Nomad launched {handle.get('job_id')}, but it could not be followed: " + (
+                    failure or "it no longer exists"
+                )
+                await self._append_decided(
+                    stream_id, _lose(run_id, self.identity, reason), meta, before=logs.finish
+                )
+                return True
+            active.execution = execution
+            active.started_id = recorded[-1].id
+            for actor, reason, grace_s in active.pending_stops:
+                execution.request_stop(actor, reason, grace_s)
+            active.supervisor = asyncio.create_task(
+                self._supervise(active, execution, logs, run_state(recorded)), name=f"run-{run_id}"
+            )
+            return True
+        finally:
+            if active.supervisor is None:
+                self.active.pop(stream_id, None)
 
     async def on_stop_requested(self, event: RecordedEvent) -> None:
         """A stop request from the shared consumer: end a run that never started, or stop our own."""

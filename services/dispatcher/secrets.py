@@ -28,10 +28,17 @@ MASK_EVERY_LENGTH = 1
 
 def open_payload(rendered: RunRendered, keyring: Keyring | None) -> tuple[JsonObject, frozenset[str]]:
     """The payload the driver must run, with the secrets it holds; StartFailed when it cannot be opened."""
-    if rendered.sealed is None:
-        return rendered.payload, frozenset()
+    return open_sealed(rendered.payload, rendered.sealed, keyring)
+
+
+def open_sealed(
+    payload: JsonObject, sealed: str | None, keyring: Keyring | None
+) -> tuple[JsonObject, frozenset[str]]:
+    """`payload` as rendered for display, or the real one `sealed` carries when it holds secrets."""
+    if sealed is None:
+        return payload, frozenset()
     try:
-        opened = open_rendered(rendered.sealed, require_keyring(keyring))
+        opened = open_rendered(sealed, require_keyring(keyring))
     except SecretError as exc:
         raise StartFailed(f"the run's payload holds secrets and cannot be opened: {exc}") from None
     if not isinstance(opened.payload, dict):

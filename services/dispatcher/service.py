@@ -30,6 +30,7 @@ from services.dispatcher.drivers.local import LocalProcessDriver
 from services.dispatcher.drivers.nomad import NomadDriver
 from services.dispatcher.intake import Intake
 from services.dispatcher.leases import Lease, Leases
+from services.dispatcher.nomad_schedules import NomadSchedules
 from services.dispatcher.runs import SHUTDOWN_REASON, RunDispatcher
 from services.dispatcher.scheduling import Scheduling
 from shared.archive.factory import open_archive
@@ -75,6 +76,9 @@ class DispatcherService:
             concurrency=self.config.start_concurrency,
         )
         self.scheduling = Scheduling(runtime, f"scheduler:{self.identity}", self.config.schedule_poll_s)
+        self.scheduling.handover = NomadSchedules(
+            runtime, self.scheduling.index, self.dispatcher, resync_s=self.config.nomad_periodic_resync_s
+        )
         self._heartbeat: asyncio.Task[None] | None = None
         self._stop_subscription: JetStreamContext.PushSubscription | None = None
 

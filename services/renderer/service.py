@@ -115,6 +115,7 @@ class RunRenderer:
             params=mask_secrets(rendered.params.params),
             provenance=rendered.params.provenance,
             execution_version=rendered.execution_version,
+            sealed=rendered.sealed if request.seal else None,
         )
 
 

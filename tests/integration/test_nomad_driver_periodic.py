@@ -17,12 +17,12 @@ import pytest
 from services.dispatcher.drivers.nomad import NomadDriver
 from services.dispatcher.drivers.nomad_api import NomadClient
 from services.dispatcher.drivers.nomad_periodic import (
-    NotExpressible,
     PeriodicWatcher,
     periodic_parent,
     prohibit_overlap,
     register_periodic,
 )
+from shared.domain.nomad_schedule import NotExpressible
 from tests.nomad_stub import CollectedLog, NomadTarget, nomad_target, shell_job
 
 
@@ -104,7 +104,7 @@ async def test_launches_the_cluster_makes_on_schedule_are_reported_oldest_first(
     """Runs against the stub replaying Nomad's documented API: the stub fires the parent's schedule twice,
     as Nomad's periodic dispatcher does on its cron ticks."""
     stub = nomad.require_stub("cron ticks on demand")
-    parent = periodic_parent(shell_job("echo tick"), batchyard_job_id=str(uuid.uuid4()), cron="* * * * *")
+    parent = periodic_parent(shell_job("echo tick"), batchyard_job_id=str(uuid.uuid4()), cron="0 3 * * *")
     await register_periodic(client, parent)
     first = await stub.launch_periodic(str(parent["ID"]))
     second = await stub.launch_periodic(str(parent["ID"]))

@@ -11,8 +11,9 @@ import pytest
 from cli import jsonnet_file, pairs
 from cli.errors import CliError
 from cli.job_history import describe_changes
+from cli.jobs import job_body, schedule_text
 from cli.jsonnet_file import describe_error, evaluate
-from cli.main import main
+from cli.main import build_parser, main
 from cli.runlog import outcome_line
 from cli.sse import SseEvent, parse_events
 from cli.state import describe_result
@@ -227,3 +228,13 @@ def test_secret_params_are_read_one_line_each_from_stdin(monkeypatch: pytest.Mon
     monkeypatch.setattr(sys, "stdin", io.StringIO("only one\n"))
     with pytest.raises(CliError, match=r"--secret: stdin holds 1 line\(s\) for 2 secret\(s\), one per line"):
         pairs.secret_params(["db", "api"])
+
+
+def test_fired_by_nomad_goes_into_the_schedule_and_shows_beside_its_time_zone() -> None:
+    argv = ["jobs", "create", "--name", "n", "--execution", "x", "--cron", "0 3 * * *", "--fired-by", "nomad"]
+    body = job_body(build_parser().parse_args(argv))
+    assert body["schedule"] == {"cron": "0 3 * * *", "timezone": "UTC", "fired_by": "nomad"}
+    assert schedule_text(body["schedule"]) == "0 3 * * * (UTC, fired by Nomad)"
+    assert schedule_text({"cron": "0 3 * * *", "timezone": "UTC"}) == "0 3 * * * (UTC)"
+    with pytest.raises(CliError, match="--fired-by needs --cron"):
+        job_body(build_parser().parse_args(["jobs", "create", "--fired-by", "nomad"]))

@@ -42,3 +42,12 @@ class UnknownReferences(Refused):
     status = 422
     title = "Unknown references"
     kind = "unknown-references"
+
+
+class NotForNomad(Refused):
+    """A job hands its schedule to Nomad's periodic block with something the block cannot honour; the
+    same problem shape as a validation error, one `{field, reason}` per part to change."""
+
+    status = 422
+    title = "Invalid request"
+    kind = "validation"

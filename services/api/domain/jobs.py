@@ -14,7 +14,8 @@ from contracts.base import Event, JsonObject
 from contracts.commands import JobPatch
 from contracts.events import JobCreated, JobDeleted, JobPaused, JobResumed, JobUpdated, RunRequested
 from contracts.specs import JobSpec
-from services.api.domain.errors import InvalidTransition, NotFound, UnknownReferences
+from services.api.domain.errors import InvalidTransition, NotForNomad, NotFound, UnknownReferences
+from shared.domain.nomad_schedule import native_schedule_problems
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,12 @@ def evolve(state: JobState, event: Event) -> JobState:
 
 @dataclass(frozen=True)
 class Catalog:
-    """The definitions a job may refer to: execution names, and each dimension's value names."""
+    """The definitions a job may refer to: execution names, and each dimension's value names; `drivers`
+    maps execution names to their driver where known (a schedule is handed to Nomad only for `nomad`)."""
 
     executions: frozenset[str] = frozenset()
     dimensions: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    drivers: Mapping[str, str] = field(default_factory=dict)
 
 
 def unknown_references(spec: JobSpec, catalog: Catalog) -> list[str]:
@@ -83,6 +86,18 @@ def _require_references(spec: JobSpec, catalog: Catalog) -> None:
         raise UnknownReferences("the job refers to undefined " + ", ".join(unknown), unknown=unknown)
 
 
+# What a schedule handed to Nomad depends on: a change to any of these is checked again.
+NATIVE_SCHEDULE_INPUTS = frozenset({"schedule", "overlap", "execution"})
+
+
+def _require_schedule_fits_nomad(spec: JobSpec, catalog: Catalog) -> None:
+    problems = native_schedule_problems(spec, catalog.drivers.get(spec.execution))
+    if problems:
+        errors = [{"field": f"body.{name}", "reason": reason} for name, reason in problems]
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        raise NotForNomad(detail, errors=errors)
+
+
 def _require_live(state: JobState) -> JobSpec:
     if state.spec is None:
         raise NotFound(f"no job {state.job_id}")
@@ -93,6 +108,7 @@ def _require_live(state: JobState) -> JobSpec:
 
 def decide_create(job_id: uuid.UUID, spec: JobSpec, catalog: Catalog) -> list[Event]:
     _require_references(spec, catalog)
+    _require_schedule_fits_nomad(spec, catalog)
     return [JobCreated(job_id=job_id, spec=spec)]
 
 
@@ -106,6 +122,8 @@ def decide_update(state: JobState, patch: JobPatch, catalog: Catalog) -> list[Ev
         return []
     if {"execution", "dimensions"} & set(changed):
         _require_references(spec, catalog)
+    if NATIVE_SCHEDULE_INPUTS & set(changed):
+        _require_schedule_fits_nomad(spec, catalog)
     return [JobUpdated(job_id=state.job_id, spec=spec, changed=changed)]
 
 

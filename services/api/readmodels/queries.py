@@ -80,12 +80,13 @@ async def definition_names(conn: asyncpg.Connection, table: str) -> list[str]:
 
 
 async def catalog(conn: asyncpg.Connection) -> Catalog:
-    executions = frozenset(r["name"] for r in await conn.fetch(f"SELECT name FROM {S}.executions"))
+    rows = await conn.fetch(f"SELECT name, spec->>'driver' AS driver FROM {S}.executions")
     dimensions = {
         r["name"]: frozenset(r["spec"]["values"])
         for r in await conn.fetch(f"SELECT name, spec FROM {S}.dimensions")
     }
-    return Catalog(executions, dimensions)
+    drivers = {r["name"]: r["driver"] for r in rows if r["driver"]}
+    return Catalog(frozenset(r["name"] for r in rows), dimensions, drivers)
 
 
 async def job_refs(conn: asyncpg.Connection) -> list[JobRef]:

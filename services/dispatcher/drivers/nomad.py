@@ -158,12 +158,21 @@ class NomadDriver:
         if self._session is not None:
             await self._session.close()
 
-    async def prepare(self, run_id: str, payload: JsonObject, logs: LogSink) -> NomadExecution:
-        spec = parse_payload(payload)
+    def client_for(self, spec: NomadPayload) -> NomadClient:
+        """The cluster and namespace a payload names, or the default cluster's; StartFailed when it
+        names no cluster and the dispatcher has no default."""
         wanted = (
             spec.dispatch.namespace if spec.dispatch else _text((spec.model_extra or {}).get("Namespace"))
         )
-        client = self._client(spec.nomad_url, wanted)
+        return self._client(spec.nomad_url, wanted)
+
+    def client_at(self, address: str, namespace: str | None) -> NomadClient:
+        """A cluster by address (with its configured token, if any), for work recorded earlier."""
+        return self._client(address, namespace)
+
+    async def prepare(self, run_id: str, payload: JsonObject, logs: LogSink) -> NomadExecution:
+        spec = parse_payload(payload)
+        client = self.client_for(spec)
         namespace = client.connection.namespace
         handle: JsonObject = {
             "nomad_url": client.connection.address,

@@ -20,13 +20,10 @@ from contracts.payloads import NomadPayload, PayloadError, validate_payload
 from contracts.schedules import OverlapPolicy
 from services.dispatcher.drivers.nomad import kill_timeout_s, run_job_id
 from services.dispatcher.drivers.nomad_api import NomadClient
+from shared.domain.nomad_schedule import NotExpressible
 
 PERIODIC_SUFFIX = "/periodic-"
 JOB_ID_META = "batchyard_job_id"
-
-
-class NotExpressible(ValueError):
-    """The schedule asks for something Nomad's periodic block cannot do."""
 
 
 def prohibit_overlap(policy: OverlapPolicy) -> bool:
@@ -85,7 +82,13 @@ class PeriodicLaunch:
     status: str
 
     def handle(
-        self, client: NomadClient, run_id: str, parent: JsonObject, timeout_s: float | None
+        self,
+        client: NomadClient,
+        run_id: str,
+        parent: JsonObject,
+        timeout_s: float | None,
+        *,
+        purge: bool = False,
     ) -> JsonObject:
         """What `RunStarted` records for this launch, in the shape `NomadDriver.reattach` follows."""
         return {
@@ -97,7 +100,7 @@ class PeriodicLaunch:
             "periodic_parent_id": self.parent_id,
             "timeout_s": timeout_s,
             "kill_timeout_s": kill_timeout_s(parent),
-            "purge": False,
+            "purge": purge,
         }
 
 
