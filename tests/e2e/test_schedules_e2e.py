@@ -3,8 +3,6 @@ every tick once, a failing job is retried, and the job view shows the next fire 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,16 +11,7 @@ from aiohttp import ClientSession
 
 from shared.embedded import free_port
 from tests.e2e.up_process import no_leftovers, running_up
-
-
-async def poll(check: Any, timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.2)
+from tests.polling import eventually
 
 
 async def test_a_scheduled_job_runs_every_tick_once_and_a_failing_one_is_retried(tmp_path: Path) -> None:
@@ -50,7 +39,7 @@ async def test_a_scheduled_job_runs_every_tick_once_and_a_failing_one_is_retried
                 done = [r for r in page["items"] if r["status"] == "succeeded"]
                 return page["items"] if len(done) >= 3 else None
 
-            runs = await poll(succeeded_runs)
+            runs = await eventually(succeeded_runs, timeout_s=30, interval_s=0.2)
             ticks = sorted(datetime.fromisoformat(r["scheduled_at"]) for r in runs if r["scheduled_at"])
             assert len(ticks) == len(set(ticks)) and all(r["trigger"] == "schedule" for r in runs)
             assert (await http.post(f"/jobs/{job['id']}/pause")).status == 200
@@ -69,7 +58,8 @@ async def test_a_scheduled_job_runs_every_tick_once_and_a_failing_one_is_retried
                 ended = [r for r in page["items"] if r["status"] == "failed"]
                 return page["items"] if len(ended) == 2 else None
 
-            attempts = sorted(await poll(retried), key=lambda r: r["attempt"])
+            retries = await eventually(retried, timeout_s=30, interval_s=0.2)
+            attempts = sorted(retries, key=lambda r: r["attempt"])
             assert [r["attempt"] for r in attempts] == [1, 2]
             assert attempts[1]["first_run_id"] == first["id"] and attempts[1]["trigger"] == "retry"
             assert attempts[0]["next_run_id"] == attempts[1]["id"]

@@ -31,6 +31,7 @@ from shared.eventstore.store import NO_STREAM, EventStore
 from shared.service import open_runtime
 from shared.settings import Settings
 from tests.integration.test_dispatcher_crash import dispatcher_process
+from tests.polling import eventually
 
 USER = EventMeta(actor="alice", correlation_id="req-1")
 FAST = DispatcherSettings(lease_ttl_s=1.5, shutdown_grace_s=5, schedule_poll_s=0.05)
@@ -63,16 +64,6 @@ async def create_job(store: EventStore, **spec: Any) -> uuid.UUID:
 async def tick_events(store: EventStore, job_id: uuid.UUID) -> list[RecordedEvent]:
     events = await store.read_all(types=TICK_TYPES, limit=100_000)
     return [e for e in events if e.data.get("job_id") == str(job_id) and e.data.get("trigger") == "schedule"]
-
-
-async def eventually(check: Callable[[], Any], timeout_s: float = 10) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def instant(event: RecordedEvent) -> datetime:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ from shared.service import open_runtime
 from shared.settings import Settings
 from tests.integration.api.secret_keys import key_file, keyed_api, public_key_file
 from tests.nomad_stub import NomadTarget, nomad_target, shell_job
+from tests.polling import eventually
 
 __all__ = ["key_file", "keyed_api", "public_key_file"]
 
@@ -120,16 +120,6 @@ async def create_job(api: Client, **fields: Any) -> str:
     response = await api.post("/jobs", json={"name": "tick", "execution": "tick"} | fields)
     assert response.status == 201, await response.text()
     return str((await response.json())["id"])
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 20) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def schedule_events(store: EventStore, job_id: str) -> list[RecordedEvent]:
