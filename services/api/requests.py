@@ -106,6 +106,23 @@ def if_match(request: web.Request) -> int | None:
     return int(match.group(1))
 
 
+def last_event_id(request: web.Request, what: str, default: int) -> int:
+    """Where an SSE client resumes: its `Last-Event-ID` (an event position or a log offset, named by
+    `what` in the error), else `default` (the query's starting point)."""
+    last = request.headers.get("Last-Event-ID")
+    if last is None:
+        return default
+    if not last.strip().isdigit():
+        raise ProblemError(
+            400,
+            "Invalid Last-Event-ID",
+            f"Last-Event-ID must be {what}",
+            "validation",
+            errors=[{"field": "header.Last-Event-ID", "reason": "expected a non-negative integer"}],
+        )
+    return int(last)
+
+
 def etag(version: int) -> str:
     return f'"{version}"'
 

@@ -7,9 +7,8 @@ from aiohttp import web
 from contracts.envelope import RecordedEvent
 from services.api.context import context
 from services.api.models import EventListQuery, EventPage, EventStreamQuery
-from services.api.problems import ProblemError
 from services.api.readmodels import queries
-from services.api.requests import json_response, read_query
+from services.api.requests import json_response, last_event_id, read_query
 from services.api.routes.endpoint import Endpoint
 from services.api.secrets import masked_event
 
@@ -36,26 +35,11 @@ def _sse(event: RecordedEvent) -> bytes:
     return f"id: {event.position}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
-def _resume_position(request: web.Request, query: EventStreamQuery) -> int:
-    last = request.headers.get("Last-Event-ID")
-    if last is not None:
-        if not last.strip().isdigit():
-            raise ProblemError(
-                400,
-                "Invalid Last-Event-ID",
-                "Last-Event-ID must be an event position",
-                "validation",
-                errors=[{"field": "header.Last-Event-ID", "reason": "expected a non-negative integer"}],
-            )
-        return int(last)
-    return query.after or 0
-
-
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """Tails the store itself (woken by its NOTIFY), so the stream is gap-free and in global order."""
     ctx = context(request)
     query = read_query(request, EventStreamQuery)
-    position = _resume_position(request, query)
+    position = last_event_id(request, "an event position", default=query.after or 0)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )

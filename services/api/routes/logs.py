@@ -25,7 +25,7 @@ from services.api.domain.runs import started
 from services.api.loaders import load_run
 from services.api.models import LogPageView, LogQuery, LogStreamQuery
 from services.api.problems import ProblemError
-from services.api.requests import json_response, path_uuid, read_query
+from services.api.requests import json_response, last_event_id, path_uuid, read_query
 from services.api.routes.endpoint import Endpoint
 from shared.archive.reader import LogReader, OffsetBeyondEnd
 from shared.domain.run_lifecycle import RunState
@@ -117,21 +117,6 @@ async def get_log(request: web.Request) -> web.Response:
     )
 
 
-def _resume_offset(request: web.Request, query: LogStreamQuery) -> int:
-    last = request.headers.get("Last-Event-ID")
-    if last is not None:
-        if not last.strip().isdigit():
-            raise ProblemError(
-                400,
-                "Invalid Last-Event-ID",
-                "Last-Event-ID must be a log offset",
-                "validation",
-                errors=[{"field": "header.Last-Event-ID", "reason": "expected a non-negative integer"}],
-            )
-        return int(last)
-    return query.offset or 0
-
-
 def _sse(event: str, event_id: int, data: dict[str, object]) -> bytes:
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return f"event: {event}\nid: {event_id}\ndata: {body}\n\n".encode()
@@ -178,7 +163,7 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     run_id = path_uuid(request, "run_id")
     query = read_query(request, LogStreamQuery)
-    offset = _resume_offset(request, query)
+    offset = last_event_id(request, "a log offset", default=query.offset or 0)
     state = await _existing_run(ctx, run_id)
     page = await _read(ctx, run_id, state, offset, SSE_PAGE)
     response = web.StreamResponse(
