@@ -9,13 +9,13 @@ one row per job and exits 2 when any job failed.
 from __future__ import annotations
 
 import argparse
-import sys
 import uuid
 from typing import Any
 
 from cli import pairs
 from cli.client import add_client_options, client_for, quoted
 from cli.errors import CliError
+from cli.runlog import refuse_follow_with_json, report_requested
 from cli.table import print_json, table
 
 BULK_PATHS = {"pause": "/jobs/pause", "resume": "/jobs/resume", "run": "/jobs/runs"}
@@ -92,8 +92,7 @@ def run_resume(args: argparse.Namespace) -> int:
 
 def run_run(args: argparse.Namespace) -> int:
     overrides = {**pairs.params(args.param, args.params_json), **pairs.secret_params(args.secret)}
-    if args.follow and args.json:
-        raise CliError("--follow prints the log as text; leave out --json (or follow with `runs logs -f`)")
+    refuse_follow_with_json(args)
     if args.job_id is not None and not _bulk_wanted(args):
         run = client_for(args).request(
             "POST",
@@ -101,16 +100,7 @@ def run_run(args: argparse.Namespace) -> int:
             body={"params": overrides},
             query={"force": "true"} if args.force else None,
         )
-        if args.json:
-            print_json(run)
-            return 0
-        if not args.follow:
-            print(run["id"])
-            return 0
-        from cli.runlog import follow_run
-
-        print(f"run {run['id']} requested", file=sys.stderr)
-        return follow_run(client_for(args, timeout=30.0), run["id"])
+        return report_requested(args, run)
     if args.follow:
         raise CliError("--follow follows one run; leave it out with --where")
     if args.force:

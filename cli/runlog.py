@@ -8,14 +8,16 @@ resumes exactly where it stopped.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from typing import Any
 
-from cli.client import ApiClient, quoted
+from cli.client import ApiClient, client_for, quoted
 from cli.errors import CliError
 from cli.sse import follow
+from cli.table import print_json
 
 TERMINAL = {"succeeded", "failed", "timed_out", "stopped", "lost", "rejected", "skipped"}
 IDLE_CHECK_S = 5.0
@@ -23,6 +25,25 @@ OUTCOME_WAIT_S = 15.0
 OUTCOME_POLL_S = 0.1
 PAGE_BYTES = 1024 * 1024
 EXIT_RUN_DID_NOT_SUCCEED = 1
+
+
+def refuse_follow_with_json(args: argparse.Namespace) -> None:
+    """Checked before a run is requested, so a wrong combination requests nothing."""
+    if args.follow and args.json:
+        raise CliError("--follow prints the log as text; leave out --json (or follow with `runs logs -f`)")
+
+
+def report_requested(args: argparse.Namespace, run: dict[str, Any]) -> int:
+    """What `jobs run` and `runs start` print for the run they requested: the API's JSON, the run's id,
+    or with `--follow` its log and outcome (exit 1 when it did not succeed)."""
+    if args.json:
+        print_json(run)
+        return 0
+    if not args.follow:
+        print(run["id"])
+        return 0
+    print(f"run {run['id']} requested", file=sys.stderr)
+    return follow_run(client_for(args, timeout=30.0), run["id"])
 
 
 def write(text: str) -> None:

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any
+from typing import Any, get_args
 
 from cli.client import add_client_options, client_for, quoted
-from cli.errors import CliError
 from cli.jobs import positive_int
 from cli.pairs import params, string_pairs
+from cli.runlog import follow_log, print_log, refuse_follow_with_json, report_requested
 from cli.table import details, pairs, print_json, table, when
+from shared.domain.job_state import RunStatus
 
-STATUSES = (
-    "requested",
-    "rendered",
-    "rejected",
-    "running",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "stopped",
-    "lost",
-    "skipped",
-)
+STATUSES = get_args(RunStatus)
 
 
 def register(commands: Any) -> None:
@@ -114,24 +103,13 @@ def _duration(run: dict[str, Any]) -> str:
 
 
 def run_start(args: argparse.Namespace) -> int:
-    if args.follow and args.json:
-        raise CliError("--follow prints the log as text; leave out --json (or follow with `runs logs -f`)")
+    refuse_follow_with_json(args)
     body = {
         "execution": args.execution,
         "dimensions": string_pairs(args.dimension, "--dimension"),
         "params": params(args.param, args.params_json),
     }
-    run = client_for(args).request("POST", "/runs", body=body)
-    if args.json:
-        print_json(run)
-        return 0
-    if not args.follow:
-        print(run["id"])
-        return 0
-    from cli.runlog import follow_run
-
-    print(f"run {run['id']} requested", file=sys.stderr)
-    return follow_run(client_for(args, timeout=30.0), run["id"])
+    return report_requested(args, client_for(args).request("POST", "/runs", body=body))
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -175,10 +153,8 @@ def run_stop(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    from cli import runlog
-
     if args.follow:
-        runlog.follow_log(client_for(args, timeout=30.0), args.run_id, args.offset, as_json=args.json)
+        follow_log(client_for(args, timeout=30.0), args.run_id, args.offset, as_json=args.json)
     else:
-        runlog.print_log(client_for(args, timeout=30.0), args.run_id, args.offset, as_json=args.json)
+        print_log(client_for(args, timeout=30.0), args.run_id, args.offset, as_json=args.json)
     return 0

@@ -116,6 +116,17 @@ def _spawn_gated(
     return process, gate_write, out_read, err_read
 
 
+def close_gate(gate: int | None, release: bool) -> None:
+    """Closing a gate without the newline makes the waiting shell exit 125 instead of exec'ing the
+    command; a gate already closed is None."""
+    if gate is None:
+        return
+    with contextlib.suppress(OSError):
+        if release:
+            os.write(gate, b"\n")
+    os.close(gate)
+
+
 def _widen_pipe(fd: int) -> None:
     """A 1 MiB pipe instead of 64 KiB: a process printing fast wakes the dispatcher a sixteenth as often,
     and each read hands a whole chunk to the log. The system may refuse (pipe-max-size); then the
@@ -207,12 +218,7 @@ class LocalExecution(Execution):
             await logs.write(fd, chunk)
 
     def _close_gate(self, release: bool) -> None:
-        if self._gate is None:
-            return
-        with contextlib.suppress(OSError):
-            if release:
-                os.write(self._gate, b"\n")
-        os.close(self._gate)
+        close_gate(self._gate, release)
         self._gate = None
 
     async def _release(self) -> None:

@@ -37,6 +37,7 @@ from services.dispatcher.drivers.local import (
     _check_startable,
     _widen_pipe,
     base_env,
+    close_gate,
     leader_exited,
     process_start_ticks,
 )
@@ -295,12 +296,7 @@ class PipelineExecution(StepReporting, Execution):
                 feed.close()
 
     def _close_gate(self, step: Step, release: bool) -> None:
-        if step.gate is None:
-            return
-        with contextlib.suppress(OSError):
-            if release:
-                os.write(step.gate, b"\n")
-        os.close(step.gate)
+        close_gate(step.gate, release)
         step.gate = None
 
     def _start_step(self, step: Step) -> None:
