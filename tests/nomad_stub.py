@@ -38,7 +38,7 @@ import pytest
 from aiohttp import web
 
 from contracts.logs import LogFd
-from services.dispatcher.drivers.nomad_api import NomadConnection
+from services.dispatcher.drivers.nomad_api import NomadClient, NomadConnection
 
 JsonObject = dict[str, Any]
 
@@ -1055,6 +1055,20 @@ async def nomad_target(work_dir: Path) -> AsyncIterator[NomadTarget]:
         yield NomadTarget(NomadConnection(stub.url), stub)
     finally:
         await stub.stop()
+
+
+@pytest.fixture
+async def nomad(tmp_path: Path) -> AsyncIterator[NomadTarget]:
+    """The Nomad a test drives: the stub, or the real cluster NOMAD_ADDR names."""
+    async with nomad_target(tmp_path) as target:
+        yield target
+
+
+@pytest.fixture
+async def client(nomad: NomadTarget) -> AsyncIterator[NomadClient]:
+    nomad_client = NomadClient(nomad.connection)
+    yield nomad_client
+    await nomad_client.close()
 
 
 class CollectedLog:

@@ -12,13 +12,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -33,9 +29,9 @@ from services.renderer import service as renderer_service
 from shared.domain.run_lifecycle import TERMINAL_EVENT_TYPES
 from shared.service import Runtime, open_runtime
 from shared.settings import Settings
+from tests.integration.test_dispatcher_crash import dispatcher_process
 
 Client = TestClient[Any, Any]
-ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"rejected", "succeeded", "failed", "timed_out", "stopped", "lost"}
 SHELL: dict[str, Any] = {
     "driver": "local",
@@ -303,30 +299,9 @@ async def test_a_dispatcher_restarted_mid_run_stops_it_once_and_says_why(stack: 
     assert (await wait_for_run(stack.api, after, ended))["status"] == "succeeded"
 
 
-@contextlib.contextmanager
-def dispatcher_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    """The dispatcher as `batchyard up` runs it, in its own process, so it can be killed outright."""
-    env = {
-        **os.environ,
-        "BATCHYARD_PG_DSN": settings.pg_dsn,
-        "BATCHYARD_NATS_URL": settings.nats_url,
-        "BATCHYARD_BUS_PREFIX": settings.bus_prefix,
-        "BATCHYARD_DATA_DIR": str(settings.data_dir),
-        "BATCHYARD_INSTANCE": "doomed",
-        "BATCHYARD_DISPATCHER_LEASE_TTL_S": str(LEASE_TTL_S),
-    }
-    process = subprocess.Popen([sys.executable, "-m", "services.dispatcher.main"], env=env, cwd=ROOT)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-
-
 async def test_a_dispatcher_killed_mid_run_leaves_the_run_lost_exactly_once(stack: Stack) -> None:
     await stack.stop("dispatcher")
-    with dispatcher_process(stack.settings) as process:
+    with dispatcher_process(stack.settings, lease_ttl_s=LEASE_TTL_S, instance="doomed") as process:
         run_id = await run_job(stack.api, cmd="echo started; sleep 60")
         run = await wait_for_run(stack.api, run_id, lambda run: run["status"] == "running")
         process.send_signal(signal.SIGKILL)

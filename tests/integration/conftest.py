@@ -54,12 +54,11 @@ def base_settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data")
 
 
-@pytest.fixture
-def archive_settings(base_settings: Settings, archive_kind: str, request: pytest.FixtureRequest) -> Settings:
-    """The test's settings with the archive of the kind under test."""
+def with_archive(settings: Settings, archive_kind: str, request: pytest.FixtureRequest) -> Settings:
+    """`settings` with the archive of the kind under test (S3: the suite's local S3 server)."""
     if archive_kind == "file":
-        return base_settings.model_copy(update={"archive_kind": "file"})
-    return base_settings.model_copy(
+        return settings.model_copy(update={"archive_kind": "file"})
+    return settings.model_copy(
         update={
             "archive_kind": "s3",
             "s3_bucket": request.getfixturevalue("s3_bucket"),
@@ -70,6 +69,12 @@ def archive_settings(base_settings: Settings, archive_kind: str, request: pytest
             "s3_secret_access_key": SecretStr("test-secret"),
         }
     )
+
+
+@pytest.fixture
+def archive_settings(base_settings: Settings, archive_kind: str, request: pytest.FixtureRequest) -> Settings:
+    """The test's settings with the archive of the kind under test."""
+    return with_archive(base_settings, archive_kind, request)
 
 
 @pytest.fixture

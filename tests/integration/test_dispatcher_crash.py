@@ -36,6 +36,7 @@ def dispatcher_process(
         "BATCHYARD_PG_DSN": settings.pg_dsn,
         "BATCHYARD_NATS_URL": settings.nats_url,
         "BATCHYARD_BUS_PREFIX": settings.bus_prefix,
+        "BATCHYARD_DATA_DIR": str(settings.data_dir),
         "BATCHYARD_INSTANCE": instance,
         "BATCHYARD_DISPATCHER_LEASE_TTL_S": str(lease_ttl_s),
     }

@@ -21,20 +21,9 @@ from contracts.logs import LogFd
 from services.dispatcher.drivers.base import StartFailed
 from services.dispatcher.drivers.nomad import NomadDriver, NomadExecution
 from services.dispatcher.drivers.nomad_api import NomadClient, NomadConnection
-from tests.nomad_stub import CollectedLog, NomadStub, NomadTarget, nomad_target, shell_job, until
-
-
-@pytest.fixture
-async def nomad(tmp_path: Path) -> AsyncIterator[NomadTarget]:
-    async with nomad_target(tmp_path) as target:
-        yield target
-
-
-@pytest.fixture
-async def client(nomad: NomadTarget) -> AsyncIterator[NomadClient]:
-    nomad_client = NomadClient(nomad.connection)
-    yield nomad_client
-    await nomad_client.close()
+from tests.nomad_stub import CollectedLog, NomadStub, NomadTarget, shell_job, until
+from tests.nomad_stub import client as client
+from tests.nomad_stub import nomad as nomad
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
@@ -29,15 +28,10 @@ from shared.domain.run_lifecycle import TERMINAL_EVENT_TYPES
 from shared.eventstore.store import ANY_VERSION, NO_STREAM, EventStore
 from shared.service import open_runtime
 from shared.settings import Settings
-from tests.nomad_stub import NomadTarget, nomad_target, shell_job
+from tests.nomad_stub import NomadTarget, shell_job
+from tests.nomad_stub import nomad as nomad
 
 USER = EventMeta(actor="alice", correlation_id="req-nomad")
-
-
-@pytest.fixture
-async def nomad(tmp_path: Path) -> AsyncIterator[NomadTarget]:
-    async with nomad_target(tmp_path) as target:
-        yield target
 
 
 @pytest.fixture

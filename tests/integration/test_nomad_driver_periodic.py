@@ -9,8 +9,6 @@ cluster also offers, so no test waits for a cron tick.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -23,20 +21,9 @@ from services.dispatcher.drivers.nomad_periodic import (
     register_periodic,
 )
 from shared.domain.nomad_schedule import NotExpressible
-from tests.nomad_stub import CollectedLog, NomadTarget, nomad_target, shell_job
-
-
-@pytest.fixture
-async def nomad(tmp_path: Path) -> AsyncIterator[NomadTarget]:
-    async with nomad_target(tmp_path) as target:
-        yield target
-
-
-@pytest.fixture
-async def client(nomad: NomadTarget) -> AsyncIterator[NomadClient]:
-    nomad_client = NomadClient(nomad.connection)
-    yield nomad_client
-    await nomad_client.close()
+from tests.nomad_stub import CollectedLog, NomadTarget, shell_job
+from tests.nomad_stub import client as client
+from tests.nomad_stub import nomad as nomad
 
 
 async def test_a_schedule_is_registered_as_a_periodic_parent_with_nomads_block(client: NomadClient) -> None:

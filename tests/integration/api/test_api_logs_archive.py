@@ -8,13 +8,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from nats.js import JetStreamContext
-from pydantic import SecretStr
 
 from contracts.subjects import logs_stream_name, logs_subject
 from shared.archive import Archive
 from shared.settings import Settings
 from tests.integration.api.test_api_logs import new_run, page, read_events, text_of
-from tests.integration.conftest import LogPublisher
+from tests.integration.conftest import LogPublisher, with_archive
 
 Client = TestClient[Any, Any]
 
@@ -22,19 +21,7 @@ Client = TestClient[Any, Any]
 @pytest.fixture
 def settings(settings: Settings, archive_kind: str, request: pytest.FixtureRequest) -> Settings:
     """The API's own settings name the archive under test, so it reads where the archive was written."""
-    if archive_kind == "file":
-        return settings
-    return settings.model_copy(
-        update={
-            "archive_kind": "s3",
-            "s3_bucket": request.getfixturevalue("s3_bucket"),
-            "s3_prefix": "archive/test",
-            "s3_endpoint_url": request.getfixturevalue("s3_endpoint"),
-            "s3_region": "us-east-1",
-            "s3_access_key_id": "test-key",
-            "s3_secret_access_key": SecretStr("test-secret"),
-        }
-    )
+    return with_archive(settings, archive_kind, request)
 
 
 @pytest.fixture

@@ -34,7 +34,8 @@ from shared.eventstore.store import EventStore
 from shared.service import open_runtime
 from shared.settings import Settings
 from tests.integration.api.secret_keys import key_file, keyed_api, public_key_file
-from tests.nomad_stub import NomadTarget, nomad_target, shell_job
+from tests.nomad_stub import NomadTarget, shell_job
+from tests.nomad_stub import nomad as nomad
 from tests.polling import eventually
 
 __all__ = ["key_file", "keyed_api", "public_key_file"]
@@ -54,12 +55,6 @@ def nomad_execution(script: str = 'echo "$NOMAD_META_greeting from $NOMAD_JOB_ID
         "payload_template": json.dumps(job).replace('"@GREETING@"', "params.greeting"),
         "default_params": {"greeting": "hello"},
     }
-
-
-@pytest.fixture
-async def nomad(tmp_path: Path) -> AsyncIterator[NomadTarget]:
-    async with nomad_target(tmp_path) as target:
-        yield target
 
 
 @pytest.fixture
