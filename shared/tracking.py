@@ -17,3 +17,17 @@ async def save_position(conn: asyncpg.Connection, name: str, position: int) -> N
         name,
         position,
     )
+
+
+async def save_position_lazily(conn: asyncpg.Connection, name: str, position: int) -> None:
+    """`save_position` without waiting for the commit to reach the disk (`synchronous_commit` off for
+    this one statement's transaction), for a position that is only a place to resume: lost in a crash of
+    the database server, it falls back to an earlier one, and what is redone from there is harmless.
+    It spares the disk a flush that would otherwise queue with the event store's own commits."""
+    await conn.execute(
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) "
+        "INSERT INTO tracking (name, position) SELECT $1, $2 FROM relaxed "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        name,
+        position,
+    )

@@ -6,7 +6,6 @@ after a redefinition renders with the new definition: the store is the only sour
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,32 +35,39 @@ class Definitions:
     def __init__(self, store: EventStore) -> None:
         self.store = store
 
-    async def execution(self, name: str, *, at: datetime | None = None) -> ExecutionDefinition | None:
-        found: ExecutionDefinition | None = None
-        for event in await self._history(streams.EXECUTION, name, at):
-            payload = event.payload()
-            if isinstance(payload, ExecutionDefined | ExecutionRedefined):
-                found = ExecutionDefinition(name, payload.spec, event.stream_version)
-            elif isinstance(payload, ExecutionRemoved):
-                found = None
-        return found
+    async def load(
+        self, execution: str, dimensions: list[str], *, at: datetime | None = None
+    ) -> tuple[ExecutionDefinition | None, dict[str, DimensionSpec | None]]:
+        """An execution and the named dimensions as of `at`, read in one round trip: each stream on its
+        own would cost a query and a pool connection, on every run's path to `RunRendered`."""
+        execution_stream = streams.stream_id(streams.EXECUTION, execution)
+        dimension_streams = {name: streams.stream_id(streams.DIMENSION, name) for name in dimensions}
+        histories = await self.store.read_streams([execution_stream, *dimension_streams.values()])
 
-    async def dimension(self, name: str, *, at: datetime | None = None) -> DimensionSpec | None:
-        found: DimensionSpec | None = None
-        for event in await self._history(streams.DIMENSION, name, at):
-            payload = event.payload()
-            if isinstance(payload, DimensionDefined | DimensionRedefined):
-                found = payload.spec
-            elif isinstance(payload, DimensionRemoved):
-                found = None
-        return found
+        def until_at(stream_id: str) -> list[RecordedEvent]:
+            return [event for event in histories[stream_id] if at is None or event.time <= at]
 
-    async def dimensions(
-        self, names: list[str], *, at: datetime | None = None
-    ) -> dict[str, DimensionSpec | None]:
-        specs = await asyncio.gather(*(self.dimension(name, at=at) for name in names))
-        return dict(zip(names, specs, strict=True))
+        specs = {name: _dimension(until_at(stream_id)) for name, stream_id in dimension_streams.items()}
+        return _execution(execution, until_at(execution_stream)), specs
 
-    async def _history(self, stream_type: str, name: str, at: datetime | None) -> list[RecordedEvent]:
-        events = await self.store.read_stream(streams.stream_id(stream_type, name))
-        return [event for event in events if at is None or event.time <= at]
+
+def _execution(name: str, history: list[RecordedEvent]) -> ExecutionDefinition | None:
+    found: ExecutionDefinition | None = None
+    for event in history:
+        payload = event.payload()
+        if isinstance(payload, ExecutionDefined | ExecutionRedefined):
+            found = ExecutionDefinition(name, payload.spec, event.stream_version)
+        elif isinstance(payload, ExecutionRemoved):
+            found = None
+    return found
+
+
+def _dimension(history: list[RecordedEvent]) -> DimensionSpec | None:
+    found: DimensionSpec | None = None
+    for event in history:
+        payload = event.payload()
+        if isinstance(payload, DimensionDefined | DimensionRedefined):
+            found = payload.spec
+        elif isinstance(payload, DimensionRemoved):
+            found = None
+    return found

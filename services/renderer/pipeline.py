@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from contracts.base import JsonObject
 from contracts.payloads import PayloadError
 from contracts.preview import RejectionKind
+from contracts.specs import DimensionSpec
 from services.renderer.definitions import Definitions, ExecutionDefinition
 from services.renderer.params import (
     DimensionParams,
@@ -75,9 +76,10 @@ async def render_request(
     definitions: Definitions, secrets: SecretHandling, request: RenderRequest
 ) -> Rendered:
     at = request.at.replace(tzinfo=UTC) if request.at and request.at.tzinfo is None else request.at
-    execution, dimension_params = await asyncio.gather(
-        _execution(definitions, request.execution, at), _dimension_params(definitions, request.dimensions, at)
-    )
+    execution, specs = await definitions.load(request.execution, sorted(request.dimensions), at=at)
+    if execution is None:
+        raise Rejection("unknown_execution", f"unknown execution {request.execution!r}", field="execution")
+    dimension_params = _dimension_params(request.dimensions, specs)
     try:
         return await _render(execution, dimension_params, request, secrets)
     except Rejection:
@@ -87,18 +89,10 @@ async def render_request(
         raise Rejection("internal", f"renderer failed on execution {request.execution!r}: {exc}") from exc
 
 
-async def _execution(definitions: Definitions, name: str, at: datetime | None) -> ExecutionDefinition:
-    execution = await definitions.execution(name, at=at)
-    if execution is None:
-        raise Rejection("unknown_execution", f"unknown execution {name!r}", field="execution")
-    return execution
-
-
-async def _dimension_params(
-    definitions: Definitions, chosen: dict[str, str], at: datetime | None
+def _dimension_params(
+    chosen: dict[str, str], specs: dict[str, DimensionSpec | None]
 ) -> list[DimensionParams]:
     names = sorted(chosen)
-    specs = await definitions.dimensions(names, at=at)
     found: list[DimensionParams] = []
     problems: dict[str, str] = {}
     for name in names:

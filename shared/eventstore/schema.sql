@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS tracking (
 -- (item) keeps its own optimistic-concurrency check: a conflicting one yields a row with its stream's
 -- actual version and no position; the others insert their events in order and yield one row per event.
 -- Every statement inside takes a fresh snapshot after the lock, so it sees the previous holder's commit.
+-- The notification announces the batch: its recorded rows as a JSON array when they are small enough for
+-- a NOTIFY payload (the relay then publishes them without reading them back, docs/decisions/0176), else
+-- the head position as text. Either way it is delivered only once the transaction commits.
 CREATE OR REPLACE FUNCTION events_append(
     lock_key bigint, item_streams text[], item_expected integer[], item_counts integer[],
     event_ids uuid[], types text[], schema_versions integer[], payloads text[],
@@ -45,6 +48,7 @@ DECLARE
     first_event integer := 1;
     current_version integer;
     head bigint := 0;
+    announced text;
 BEGIN
     PERFORM pg_advisory_xact_lock(lock_key);
     FOR i IN 1 .. coalesce(cardinality(item_streams), 0) LOOP
@@ -69,8 +73,19 @@ BEGIN
         END IF;
         first_event := first_event + item_counts[i];
     END LOOP;
-    SELECT coalesce(max(e.position), 0) INTO head FROM events e WHERE e.event_id = ANY(event_ids);
+    IF cardinality(event_ids) <= 16
+       AND (SELECT sum(octet_length(p)) FROM unnest(payloads) AS p) <= 6000 THEN
+        SELECT coalesce(max(e.position), 0),
+               json_agg(json_build_object(
+                   'position', e.position, 'event_id', e.event_id, 'stream_id', e.stream_id,
+                   'stream_version', e.stream_version, 'type', e.type, 'schema_version', e.schema_version,
+                   'data', e.data, 'actor', e.actor, 'correlation_id', e.correlation_id,
+                   'causation_id', e.causation_id, 'recorded_at', e.recorded_at) ORDER BY e.position)::text
+            INTO head, announced FROM events e WHERE e.event_id = ANY(event_ids);
+    ELSE
+        SELECT coalesce(max(e.position), 0) INTO head FROM events e WHERE e.event_id = ANY(event_ids);
+    END IF;
     IF head > 0 THEN
-        PERFORM pg_notify(channel, head::text);
+        PERFORM pg_notify(channel, CASE WHEN octet_length(announced) < 7900 THEN announced ELSE head::text END);
     END IF;
 END $$;

@@ -75,6 +75,30 @@ def record_from_row(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
+def announced_events(payload: str) -> list[RecordedEvent]:
+    """The events a commit notification on EVENTS_CHANNEL carries: its rows, as `read_all` would return
+    them, when the batch was small enough to announce whole; none when it names only the head position
+    (then a reader reads the store, as it must anyway after missing notifications)."""
+    if not payload.startswith("["):
+        return []
+    return [
+        RecordedEvent(
+            id=uuid.UUID(row["event_id"]),
+            stream_id=row["stream_id"],
+            stream_version=row["stream_version"],
+            position=row["position"],
+            type=row["type"],
+            schema_version=row["schema_version"],
+            time=datetime.fromisoformat(row["recorded_at"]).astimezone(UTC),
+            actor=row["actor"],
+            correlation_id=row["correlation_id"],
+            causation_id=row["causation_id"],
+            data=row["data"],
+        )
+        for row in json.loads(payload)
+    ]
+
+
 @dataclass
 class _Append:
     stream_id: str
@@ -214,6 +238,19 @@ class EventStore:
                 up_to_version,
             )
         return [record_from_row(r) for r in rows]
+
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Several streams in one round trip, each in stream order; a stream without events maps to []."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = ANY($1::text[]) "
+                "ORDER BY stream_id, stream_version",
+                list(stream_ids),
+            )
+        found: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in stream_ids}
+        for row in rows:
+            found[row["stream_id"]].append(record_from_row(row))
+        return found
 
     async def read_all(
         self,

@@ -11,6 +11,9 @@ import pytest
 from contracts.envelope import EventMeta
 from contracts.events import JobPaused, JobResumed
 from shared.eventstore import ANY_VERSION, NO_STREAM, ConcurrencyError, EventStore
+from shared.eventstore.store import EVENTS_CHANNEL, announced_events
+from shared.settings import Settings
+from shared.tracking import load_position, save_position_lazily
 
 META = EventMeta(actor="tester", correlation_id="corr-1")
 
@@ -120,3 +123,63 @@ async def test_concurrent_writers_never_let_a_tail_reader_skip_a_position(pool: 
     assert seen == everything
     for s in [*writers, reader]:
         await s.close()
+
+
+async def _notifications(dsn: str) -> tuple[asyncpg.Connection, asyncio.Queue[str]]:
+    received: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(dsn)
+    await listener.add_listener(EVENTS_CHANNEL, lambda *args: received.put_nowait(args[3]))
+    return listener, received
+
+
+async def test_a_commit_notification_announces_its_events_exactly_as_the_store_reads_them(
+    store: EventStore, settings: Settings
+) -> None:
+    listener, received = await _notifications(settings.pg_dsn)
+    try:
+        job = uuid.uuid4()
+        recorded = await store.append(
+            f"job-{job}", [paused(job), JobResumed(job_id=job)], expected_version=NO_STREAM, meta=META
+        )
+        announced = announced_events(await asyncio.wait_for(received.get(), 5))
+    finally:
+        await listener.close()
+    assert announced == await store.read_all(after=recorded[0].position - 1)
+    assert [e.id for e in announced] == [e.id for e in recorded]
+
+
+async def test_a_batch_too_big_to_announce_notifies_only_its_head_position(
+    store: EventStore, settings: Settings
+) -> None:
+    listener, received = await _notifications(settings.pg_dsn)
+    try:
+        job = uuid.uuid4()
+        big = JobPaused(job_id=job, reason="x" * 7000)
+        recorded = await store.append(f"job-{job}", [big], expected_version=NO_STREAM, meta=META)
+        payload = await asyncio.wait_for(received.get(), 5)
+    finally:
+        await listener.close()
+    assert payload == str(recorded[-1].position)
+    assert announced_events(payload) == []
+
+
+async def test_read_streams_answers_several_streams_in_one_read_each_in_stream_order(
+    store: EventStore,
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    a = await store.append(f"job-{first}", [paused(first)], expected_version=NO_STREAM, meta=META)
+    b = await store.append(f"job-{second}", [paused(second)], expected_version=NO_STREAM, meta=META)
+    a += await store.append(f"job-{first}", [JobResumed(job_id=first)], expected_version=1, meta=META)
+    found = await store.read_streams([f"job-{first}", f"job-{second}", "job-none"])
+    assert found == {f"job-{first}": a, f"job-{second}": b, "job-none": []}
+
+
+async def test_a_lazily_saved_position_is_committed_and_leaves_the_connection_synchronous(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        await save_position_lazily(conn, "relay:test", 41)
+        await save_position_lazily(conn, "relay:test", 42)
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    async with pool.acquire() as other:
+        assert await load_position(other, "relay:test") == 42

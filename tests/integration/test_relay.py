@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from nats.js import JetStreamContext
@@ -197,11 +198,21 @@ async def test_relay_sigkilled_at_random_moments_still_publishes_every_event_exa
             versions[stream] += len(events)
             await asyncio.sleep(rng.uniform(0, 0.12))
 
+    async def held() -> int:
+        return (await js.stream_info(events_stream_name(settings.bus_prefix))).state.messages
+
     writing = asyncio.gather(*(writer() for _ in range(writers)))
     kills = 0
     while not writing.done() or kills < 4:
+        before = await held()
         relay = await start_relay_process(settings, f"victim-{kills}")
-        await asyncio.sleep(rng.uniform(0.4, 1.2))
+        # On a loaded machine a relay may take longer to start than a fixed pause: kill it at a random
+        # moment after it began publishing, so every kill can interrupt a batch.
+        for _ in range(750):
+            if writing.done() or await held() > before:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(rng.uniform(0, 0.8))
         await sigkill(relay)
         kills += 1
     await writing
@@ -220,3 +231,43 @@ async def test_relay_sigkilled_at_random_moments_still_publishes_every_event_exa
     assert_in_order_per_stream_and_globally(messages)
     published_by_victims = {m.envelope.source for m in messages} - {"batchyard/relay@survivor"}
     assert published_by_victims, "the kills never hit a relay that had started publishing"
+
+
+async def test_relay_publishes_announced_events_that_follow_its_position_and_reads_the_store_past_a_hole(
+    store: EventStore, js: JetStreamContext, settings: Settings
+) -> None:
+    """Announced events stand in for a read only when they continue the relay's position; an
+    announcement after a hole (here: a batch too big to announce, so one that never arrives whole) makes
+    it read the store, and the bus still holds every event once, in order, with its `prevposition` chain."""
+    async with running_relay(store, js, settings):
+        first = await append_jobs(store, jobs=2, events_per_job=2)
+        await wait_for_bus_count(js, settings.bus_prefix, len(first))
+        reads = 0
+        read_all = store.read_all
+
+        async def counting_read_all(**kwargs: Any) -> list[RecordedEvent]:
+            """Counts the reads that found events: an idle poll finding none is not a read instead of an
+            announcement."""
+            nonlocal reads
+            found = await read_all(**kwargs)
+            reads += bool(found)
+            return found
+
+        store.read_all = counting_read_all  # type: ignore[method-assign]
+        try:
+            small = await append_jobs(store, jobs=3, events_per_job=1)
+            await wait_for_bus_count(js, settings.bus_prefix, len(first) + len(small))
+            reads_for_small = reads
+            job = uuid.uuid4()
+            too_big = JobPaused(job_id=job, reason="x" * 7000)
+            big = await store.append(f"job-{job}", [too_big], expected_version=NO_STREAM, meta=META)
+            after = await append_jobs(store, jobs=1, events_per_job=1)
+            recorded = first + small + big + after
+            await wait_for_bus_count(js, settings.bus_prefix, len(recorded))
+        finally:
+            store.read_all = read_all  # type: ignore[method-assign]
+    assert reads_for_small == 0
+    assert reads >= 1
+    messages = await bus_messages(js, settings.bus_prefix)
+    assert [m.envelope.to_recorded() for m in messages] == recorded
+    assert [m.envelope.prevposition for m in messages] == [0] + [e.position for e in recorded[:-1]]

@@ -17,12 +17,14 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from contracts.base import JsonObject
 from contracts.logs import LogFd
 from contracts.payloads import EncryptedSecret, LocalPayload, PayloadError, Text, validate_payload
 from services.dispatcher.drivers.base import Execution, ExitStatus, Limits, LogSink, StartFailed
+from services.dispatcher.drivers.gates import POOLED_GATE_SCRIPT, Gate, GatePool, encode_spec
 
 CHUNK_BYTES = 256 * 1024
 DRAIN_IDLE_S = 2.0
@@ -86,11 +88,18 @@ def _check_startable(argv: list[str], cwd: str | None, env: dict[str, str]) -> N
         raise StartFailed(f"command {program!r} not found in PATH")
 
 
-def _spawn_gated(
-    argv: list[str], env: dict[str, str], cwd: str | None
-) -> tuple[subprocess.Popen[bytes], int, int, int]:
-    """Fork the gate shell; a plain call, since fork and exec take well under a millisecond and
+def _spawn_gated(argv: list[str], env: dict[str, str], cwd: str | None) -> Gate:
+    """Fork the gate shell for one run; a plain call, since fork and exec take about a millisecond and
     asyncio's own subprocess support forks synchronously in the loop just the same."""
+    return _fork_gate(["/bin/sh", "-c", GATE_SCRIPT, GATE_NAME, *argv], env, cwd)
+
+
+def spawn_pooled_gate() -> Gate:
+    """Fork a gate for the pool (gates.py): no run's environment yet, it arrives through the gate."""
+    return _fork_gate(["/bin/sh", "-c", POOLED_GATE_SCRIPT, GATE_NAME], {}, None)
+
+
+def _fork_gate(args: list[str], env: dict[str, str], cwd: str | None) -> Gate:
     gate_read, gate_write = os.pipe()
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
@@ -98,7 +107,7 @@ def _spawn_gated(
         _widen_pipe(fd)
     try:
         process = subprocess.Popen(
-            ["/bin/sh", "-c", GATE_SCRIPT, GATE_NAME, *argv],
+            args,
             stdin=gate_read,
             stdout=out_write,
             stderr=err_write,
@@ -113,7 +122,7 @@ def _spawn_gated(
     finally:
         for fd in (gate_read, out_write, err_write):
             os.close(fd)
-    return process, gate_write, out_read, err_read
+    return Gate(process, gate_write, out_read, err_read, process_start_ticks(process.pid))
 
 
 def close_gate(gate: int | None, release: bool) -> None:
@@ -138,9 +147,27 @@ def _widen_pipe(fd: int) -> None:
 class LocalProcessDriver:
     name = "local"
 
-    def __init__(self, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(self, chunk_bytes: int = CHUNK_BYTES, gate_pool: int = 0) -> None:
+        """`gate_pool` gates wait forked ahead of time (gates.py); 0 forks each run's gate as it starts."""
         self.chunk_bytes = chunk_bytes
         self.host = socket.gethostname()
+        self.gates = GatePool(gate_pool, spawn_pooled_gate, self._connect)
+
+    async def close(self) -> None:
+        await self.gates.close()
+
+    async def _connect(self, gate: Gate) -> None:
+        """Connect a gate's output pipes to the loop; a pooled gate comes connected, so the run that
+        takes it does not wait on the loop for it."""
+        loop = asyncio.get_running_loop()
+        pipes: dict[LogFd, int] = {"stdout": gate.stdout, "stderr": gate.stderr}
+        for fd_name, fd in pipes.items():
+            reader = asyncio.StreamReader(limit=self.chunk_bytes)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            transport, _ = await loop.connect_read_pipe(
+                functools.partial(_same, protocol), os.fdopen(fd, "rb", buffering=0)
+            )
+            gate.readers[fd_name] = (reader, transport)
 
     async def prepare(self, run_id: str, payload: JsonObject, logs: LogSink) -> Execution:
         if "steps" in payload:
@@ -151,16 +178,24 @@ class LocalProcessDriver:
         env = {**base_env(run_id), **{name: _plain(value, f"env.{name}") for name, value in spec.env.items()}}
         argv = _argv(spec.command)
         _check_startable(argv, spec.cwd, env)
-        process, gate_write, out_read, err_read = _spawn_gated(argv, env, spec.cwd)
+        gate = self._pooled_gate(argv, env, spec.cwd) or _spawn_gated(argv, env, spec.cwd)
+        process = gate.process
         handle: JsonObject = {
             "pid": process.pid,
             "pgid": process.pid,
             "host": self.host,
-            "proc_start": process_start_ticks(process.pid),
+            "proc_start": gate.proc_start,
         }
-        execution = LocalExecution(handle, Limits(spec.timeout_s, spec.stop_grace_s), process, gate_write)
-        await execution.follow({"stdout": out_read, "stderr": err_read}, logs, self.chunk_bytes)
+        limits = Limits(spec.timeout_s, spec.stop_grace_s)
+        execution = LocalExecution(handle, limits, process, gate.gate, on_gate_closed=self.gates.refill_soon)
+        if not gate.readers:
+            await self._connect(gate)
+        execution.follow(gate.readers, logs, self.chunk_bytes)
         return execution
+
+    def _pooled_gate(self, argv: list[str], env: dict[str, str], cwd: str | None) -> Gate | None:
+        encoded = encode_spec(argv, env, cwd) if self.gates.size > 0 else None
+        return self.gates.take(encoded) if encoded is not None else None
 
     async def end_orphan(self, handle: JsonObject) -> None:
         """A local process cannot be followed by another dispatcher; kill what is left of its group if
@@ -190,25 +225,32 @@ def _same(protocol: asyncio.StreamReaderProtocol) -> asyncio.StreamReaderProtoco
 
 class LocalExecution(Execution):
     def __init__(
-        self, handle: JsonObject, limits: Limits, process: subprocess.Popen[bytes], gate: int
+        self,
+        handle: JsonObject,
+        limits: Limits,
+        process: subprocess.Popen[bytes],
+        gate: int,
+        on_gate_closed: Callable[[], None] | None = None,
     ) -> None:
+        """`on_gate_closed` is told once the gate opened or closed for good: the run no longer waits on
+        anything, so the driver may fork the next pooled gate."""
         super().__init__(handle, limits)
         self.process = process
         self.pgid = process.pid
         self._gate: int | None = gate
+        self._on_gate_closed = on_gate_closed
         self._pumps: list[asyncio.Task[None]] = []
         self._transports: list[asyncio.BaseTransport] = []
         self._bytes_read = 0
         self._status: asyncio.Future[ExitStatus] | None = None
 
-    async def follow(self, pipes: dict[LogFd, int], logs: LogSink, chunk_bytes: int) -> None:
-        loop = asyncio.get_running_loop()
-        for fd_name, fd in pipes.items():
-            reader = asyncio.StreamReader(limit=chunk_bytes)
-            protocol = asyncio.StreamReaderProtocol(reader)
-            transport, _ = await loop.connect_read_pipe(
-                functools.partial(_same, protocol), os.fdopen(fd, "rb", buffering=0)
-            )
+    def follow(
+        self,
+        readers: dict[LogFd, tuple[asyncio.StreamReader, asyncio.BaseTransport]],
+        logs: LogSink,
+        chunk_bytes: int,
+    ) -> None:
+        for fd_name, (reader, transport) in readers.items():
             self._transports.append(transport)
             self._pumps.append(asyncio.create_task(self._pump(fd_name, reader, logs, chunk_bytes)))
 
@@ -218,8 +260,12 @@ class LocalExecution(Execution):
             await logs.write(fd, chunk)
 
     def _close_gate(self, release: bool) -> None:
+        if self._gate is None:
+            return
         close_gate(self._gate, release)
         self._gate = None
+        if self._on_gate_closed is not None:
+            self._on_gate_closed()
 
     async def _release(self) -> None:
         self._close_gate(release=True)
