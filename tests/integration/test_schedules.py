@@ -90,7 +90,8 @@ async def test_three_replica_processes_fire_every_tick_exactly_once_even_when_on
     assert len(ticks) == len(set(ticks)), "a tick fired twice"
     assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(ticks)), ticks
     assert ticks[-1] > killed_at + timedelta(seconds=2), "ticks stopped after the replica was killed"
-    after_kill = {e.actor.split(":")[1] for e in events if instant(e) > killed_at}
+    # By commit time, not tick: a replica stages a tick up to half a period ahead, before it is due.
+    after_kill = {e.actor.split(":")[1] for e in events if e.time > killed_at}
     assert "replica-0" not in after_kill and after_kill, after_kill
     for event in events:
         assert len(await store.read_stream(event.stream_id)) == 1
@@ -166,11 +167,12 @@ async def test_ticks_of_a_pause_are_recorded_as_skipped_and_not_caught_up_on_res
         )
     record = skipped[0].data
     assert record["reason"] == "paused" and record["count"] >= 2
-    fired = [instant(e) for e in await tick_events(store, job_id)]
-    during = [t for t in fired if paused[0].time + timedelta(seconds=0.3) < t < resumed[0].time]
-    assert during == [], "a tick of the pause ran"
+    fired = await tick_events(store, job_id)
+    # A tick may have been staged just before the pause; it is withdrawn at its time (tested below).
+    during = [e for e in fired if paused[0].time < instant(e) < resumed[0].time and e.time > paused[0].time]
+    assert during == [], "a tick of the pause was fired"
     first, last = datetime.fromisoformat(record["first"]), datetime.fromisoformat(record["last"])
-    assert first <= paused[0].time + timedelta(seconds=1) and last <= resumed[0].time
+    assert first <= paused[0].time + timedelta(seconds=2) and last <= resumed[0].time
 
 
 async def test_missed_ticks_while_no_dispatcher_ran_are_recorded_and_the_latest_one_runs(
