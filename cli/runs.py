@@ -127,6 +127,12 @@ def run_show(args: argparse.Namespace) -> int:
         ("reason", run.get("reason") or "-"),
         ("trigger", f"{run['trigger']} by {run['requested_by']}"),
         ("overrides", pairs(run.get("overrides"))),
+    ]
+    if run.get("scheduled_at"):
+        fields.append(("tick", when(run["scheduled_at"])))
+    if run.get("start_at") and not run.get("started_at"):
+        fields.append(("starts at", when(run["start_at"])))
+    fields += [
         ("requested", when(run["requested_at"])),
         ("started", when(run.get("started_at"))),
         ("ended", when(run.get("ended_at"))),

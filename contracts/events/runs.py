@@ -33,6 +33,9 @@ class RunRequested(Event):
     rerun_of: uuid.UUID | None = None
     # A manual run that bypassed the job's overlap policy and concurrency limit.
     forced: bool = False
+    # A scheduled run staged ahead of its tick (decision 0175): rendered and prepared at once, started
+    # at this instant (the tick plus its jitter), not before.
+    start_at: datetime | None = None
 
 
 SkipCode = Literal["overlap_forbidden", "concurrency_limit_reached", "queue_full"]
@@ -76,6 +79,8 @@ class RunRendered(Event):
     # Set when Nomad's periodic block launched this run from that parent job (decision 0173): the
     # dispatcher that recorded the launch follows it, and no dispatcher starts it again.
     periodic_parent: str | None = None
+    # Copied from the request: the dispatcher holds the prepared run until then (decision 0175).
+    start_at: datetime | None = None
 
 
 class RunRejected(Event):

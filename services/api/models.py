@@ -215,6 +215,10 @@ class RunView(BaseModel):
     attempt: int = Field(default=1, description="1 for the first run; retries count on.")
     first_run_id: uuid.UUID | None = Field(default=None, description="The first run of a retry chain.")
     scheduled_at: datetime | None = Field(default=None, description="The tick a scheduled run is for.")
+    start_at: datetime | None = Field(
+        default=None,
+        description="A scheduled run staged ahead of its tick starts then, not before (decision 0175).",
+    )
 
 
 class PreviewView(BaseModel):

@@ -36,6 +36,13 @@ class DispatcherSettings(BaseSettings):
     schedule_poll_s: float = Field(
         default=0.2, gt=0, le=10, description="How often the scheduler reads job changes and run ends."
     )
+    schedule_lead_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long before its tick a scheduled run is requested, rendered and prepared, so only "
+        "its start is left for the tick (at most half the time since the previous tick; 0 turns it off). "
+        "Changes to a job within this time apply from its next tick (decision 0175).",
+    )
     nomad_periodic_resync_s: float = Field(
         default=60.0,
         gt=0,

@@ -6,14 +6,20 @@ start hold up the rest. Here each message gets its own task, up to `concurrency`
 acknowledged as soon as its handler returns (for a rendered run: once `RunStarted` is recorded, never
 when the run ends). `drain` stops fetching and waits for the handlers in progress, so a shutdown never
 abandons a run between its start and its record.
+
+A handler that must wait long before it can finish (a scheduled run staged ahead of its tick, decision
+0175) enters `parked()`: its slot goes back to the fetch loop, so the wait holds up nothing else, and
+the message is kept from redelivery by progress reports until the handler returns. Raising `HandBack`
+returns the message at once for another replica, without an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -27,6 +33,57 @@ log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT_S = 1.0
 FETCH_RETRY_S = 0.5
+ACK_WAIT_S = 30.0
+PROGRESS_EVERY_S = ACK_WAIT_S / 3
+# Parked messages stay unacknowledged; JetStream's default of 1,000 would stop deliveries at 1,000
+# staged runs.
+MAX_ACK_PENDING = 50_000
+
+
+class HandBack(Exception):
+    """The handler lets go of its message unhandled (its replica is shutting down): another replica
+    gets it at once."""
+
+
+class _Delivery:
+    def __init__(self, message: Msg, slots: asyncio.Semaphore) -> None:
+        self.message = message
+        self.slots = slots
+        self.slot_held = True
+
+    def release_slot(self) -> None:
+        if self.slot_held:
+            self.slot_held = False
+            self.slots.release()
+
+    async def report_progress(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            try:
+                await self.message.in_progress()
+            except Exception as exc:
+                raise_if_cancelling()
+                log.warning("could not report progress on a parked message: %s", exc)
+
+
+_delivery: contextvars.ContextVar[_Delivery | None] = contextvars.ContextVar("intake_delivery", default=None)
+
+
+@contextlib.asynccontextmanager
+async def parked() -> AsyncIterator[None]:
+    """Give the current handler's slot back and keep its message from redelivery while inside; outside
+    an intake handler it does nothing."""
+    delivery = _delivery.get()
+    if delivery is None:
+        yield
+        return
+    delivery.release_slot()
+    progress = asyncio.create_task(delivery.report_progress())
+    try:
+        yield
+    finally:
+        progress.cancel()
+        await asyncio.gather(progress, return_exceptions=True)
 
 
 class Intake:
@@ -52,7 +109,14 @@ class Intake:
         self._draining = False
 
     async def start(self) -> None:
-        await ensure_consumer(self.js, self.prefix, self.durable, self.filter_subjects)
+        await ensure_consumer(
+            self.js,
+            self.prefix,
+            self.durable,
+            self.filter_subjects,
+            ack_wait_s=ACK_WAIT_S,
+            max_ack_pending=MAX_ACK_PENDING,
+        )
         subscription = await self.js.pull_subscribe_bind(self.durable, stream=events_stream_name(self.prefix))
         self._fetching = asyncio.create_task(self._fetch_loop(subscription), name=f"{self.durable}-intake")
 
@@ -110,6 +174,8 @@ class Intake:
             self._slots.release()
 
     async def _handle(self, message: Msg) -> None:
+        delivery = _Delivery(message, self._slots)
+        _delivery.set(delivery)
         try:
             try:
                 event = decode(message.data)
@@ -119,6 +185,9 @@ class Intake:
                 return
             try:
                 await self.handler(event)
+            except HandBack:
+                await message.nak()
+                return
             except Exception:
                 log.exception("%s: handling %s %s failed; redelivering", self.durable, event.type, event.id)
                 await message.nak(delay=REDELIVERY_DELAY_S)
@@ -127,4 +196,4 @@ class Intake:
         except Exception:
             log.exception("%s: could not acknowledge a message", self.durable)
         finally:
-            self._slots.release()
+            delivery.release_slot()

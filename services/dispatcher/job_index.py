@@ -48,6 +48,23 @@ class IndexedJob:
 class JobIndex:
     def __init__(self) -> None:
         self.jobs: dict[uuid.UUID, IndexedJob] = {}
+        self.deleted: set[uuid.UUID] = set()
+
+    def staged_withdrawal(self, job_id: uuid.UUID, requested_at: datetime) -> str | None:
+        """Why a run staged ahead of its tick at `requested_at` must not start at it (decision 0175).
+        A job this replica has not heard of yet is not a reason: only a change it has seen is."""
+        if job_id in self.deleted:
+            return "withdrawn before its scheduled time: the job was deleted"
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        if not job.spec.enabled:
+            return "withdrawn before its scheduled time: the job was paused"
+        if not job.scheduled:
+            return "withdrawn before its scheduled time: the job is no longer scheduled by batchyard"
+        if job.since > requested_at:
+            return "withdrawn before its scheduled time: the job's schedule changed after it was staged"
+        return None
 
     def apply(self, event: RecordedEvent) -> uuid.UUID | None:
         """Fold one job event; the id of the job it changed, or None when it was not a job event."""
@@ -78,4 +95,5 @@ class JobIndex:
             )
         elif isinstance(payload, JobDeleted):
             self.jobs.pop(job_id, None)
+            self.deleted.add(job_id)
         return job_id

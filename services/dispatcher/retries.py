@@ -113,6 +113,7 @@ class RunFollowUps:
                 "attempt": scheduled.attempt,
                 "first_run_id": original.first_run_id or original.run_id,
                 "forced": False,
+                "start_at": None,
             }
         )
         if await self.triggers.claim(

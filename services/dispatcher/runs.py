@@ -5,6 +5,10 @@ what the run lifecycle refuses), append at that version, and on a concurrency er
 again. That is what makes every handler idempotent: a redelivered `RunRendered` finds the run started
 and does nothing; a terminal event that races a stop request is re-decided, never duplicated. See
 docs/decisions/0050-dispatcher-start-gate.md for why a run is prepared, recorded, then launched.
+
+A run staged ahead of its tick (`start_at`, decision 0175) is prepared at once and held, its message
+parked, until its time; then it starts, unless its job was paused, deleted or rescheduled meanwhile
+(it is withdrawn: stopped before it started, with the reason) or a stop was requested.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from services.dispatcher.adoption import (
 )
 from services.dispatcher.drivers.base import Driver, Execution, LogSink, Outcome, StartFailed
 from services.dispatcher.drivers.pipeline import StepReporting
+from services.dispatcher.intake import HandBack, parked
 from services.dispatcher.logs import LogPublisher
 from services.dispatcher.secrets import MaskingLogPublisher, mask_reason, open_payload
 from services.dispatcher.steps import StepRecorder
@@ -77,10 +82,12 @@ class ActiveRun:
     pending_stops: list[tuple[str, str, float | None]] = field(default_factory=list)
     workspace: RunWorkspace | None = None
     steps: StepRecorder | None = None
+    stop_seen: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self, actor: str, reason: str, grace_s: float | None) -> None:
         if self.execution is None:
             self.pending_stops.append((actor, reason, grace_s))
+            self.stop_seen.set()
         else:
             self.execution.request_stop(actor, reason, grace_s)
 
@@ -122,6 +129,9 @@ class RunDispatcher:
         self._log_budget = asyncio.Semaphore(log_in_flight_total)
         self.active: dict[str, ActiveRun] = {}
         self.archive: Archive | None = None
+        # Why a staged run must not start any more (its job changed), from the scheduler's job index.
+        self.withdrawal: Callable[[uuid.UUID, datetime.datetime], str | None] = lambda _job, _at: None
+        self.closing = asyncio.Event()
 
     def _meta(self, correlation_id: str, causation_id: uuid.UUID | None) -> EventMeta:
         return EventMeta(
@@ -253,12 +263,19 @@ class RunDispatcher:
         active = ActiveRun(stream_id, run_id, event.correlation_id, secrets)
         self.active[stream_id] = active
         try:
-            await self._start(active, driver, state, meta)
+            await self._start(active, driver, state, meta, rendered.start_at)
         finally:
             if active.supervisor is None:
                 self.active.pop(stream_id, None)
 
-    async def _start(self, active: ActiveRun, driver: Driver, state: RunState, meta: EventMeta) -> None:
+    async def _start(
+        self,
+        active: ActiveRun,
+        driver: Driver,
+        state: RunState,
+        meta: EventMeta,
+        start_at: datetime.datetime | None = None,
+    ) -> None:
         logs = self._log_publisher(active.run_id, active.secrets)
         try:
             execution = await self._prepare(active, driver, state.payload or {}, logs)
@@ -274,6 +291,18 @@ class RunDispatcher:
             decide = _fail_unstarted(active.run_id, reason)
             await self._append_decided(active.stream_id, decide, meta, before=logs.finish)
             return
+        if start_at is not None:
+            try:
+                withdrawn = await self._hold_until(active, start_at)
+            except BaseException:
+                await execution.discard()
+                await self._drop_workspace(active)
+                raise
+            if withdrawn is not None:
+                await execution.discard()
+                await self._drop_workspace(active)
+                await self._withdraw(active, state, withdrawn, meta, logs)
+                return
         started = RunStarted(run_id=active.run_id, dispatcher=self.identity, handle=execution.handle)
         try:
             recorded = await self.store.append(
@@ -324,11 +353,56 @@ class RunDispatcher:
             raise made
         return prepared
 
-    async def _job_of(self, stream_id: str) -> uuid.UUID | None:
+    async def _hold_until(self, active: ActiveRun, start_at: datetime.datetime) -> str | None:
+        """Wait, parked, until a staged run's time (or a stop request, which its start then meets);
+        returns why it must not start, if its job changed meanwhile. A dispatcher shutting down hands
+        the run back unstarted to another replica."""
+        requested = await self._request_of(active.stream_id)
+        delay = (start_at - datetime.datetime.now(datetime.UTC)).total_seconds()
+        if delay > 0:
+            async with parked():
+                waits = [
+                    asyncio.ensure_future(active.stop_seen.wait()),
+                    asyncio.ensure_future(self.closing.wait()),
+                ]
+                try:
+                    await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
+        if self.closing.is_set():
+            raise HandBack
+        if requested is None or requested[0] is None:
+            return None
+        return self.withdrawal(requested[0], requested[1])
+
+    async def _withdraw(
+        self, active: ActiveRun, state: RunState, reason: str, meta: EventMeta, logs: LogPublisher
+    ) -> None:
+        """A staged run whose job changed before its tick is stopped before it started, with the reason,
+        in one append: the stop request and its outcome."""
+        events: list[Event] = [
+            RunStopRequested(run_id=active.run_id),
+            RunStopped(run_id=active.run_id, stopped_by=self.identity, reason=reason),
+        ]
+        await logs.finish()
+        try:
+            await self.store.append(active.stream_id, events, expected_version=state.version, meta=meta)
+        except ConcurrencyError:
+            await self._record_stopped_before_start(active.stream_id, active.run_id, active.correlation_id)
+            return
+        log.info("%s withdrawn: %s", active.stream_id, reason)
+
+    async def _request_of(self, stream_id: str) -> tuple[uuid.UUID | None, datetime.datetime] | None:
+        """The job of a run and when it was requested."""
         for recorded in await self.store.read_stream(stream_id):
             if recorded.type == RunRequested.event_type():
-                return RunRequested.model_validate(recorded.data).job_id
+                return RunRequested.model_validate(recorded.data).job_id, recorded.time
         return None
+
+    async def _job_of(self, stream_id: str) -> uuid.UUID | None:
+        requested = await self._request_of(stream_id)
+        return requested[0] if requested is not None else None
 
     async def _drop_workspace(self, active: ActiveRun) -> None:
         if active.workspace is not None:

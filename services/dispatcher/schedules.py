@@ -9,6 +9,10 @@ Each job runs a loop: plan the ticks since the last one handled (`plan_missed_ti
 skipped ones as ranges on the job's schedule stream, fire the ones to run (overlap policy decided from
 the job's active runs in the store), then sleep until the next tick is due (its jitter included).
 See docs/decisions/0160-scheduler-on-every-replica.md.
+
+A tick is staged ahead of its time when its overlap policy lets it start (decision 0175): its request,
+carrying `start_at`, is appended up to `lead_s` before the tick, so rendering and preparing the run are
+done by the time it is due and only its start is left for the tick itself.
 """
 
 from __future__ import annotations
@@ -29,9 +33,17 @@ from contracts.envelope import EventMeta
 from contracts.events import RunQueued, RunRequested, RunSkipped, RunStopRequested, TicksSkipped
 from services.dispatcher.job_index import IndexedJob, JobIndex
 from shared.domain.missed import SkippedTicks, plan_missed_ticks, skipped_while_paused
-from shared.domain.policies import Enqueue, Skip, StopThenStart, decide_overlap, next_to_dequeue
+from shared.domain.policies import (
+    Enqueue,
+    OverlapDecision,
+    Skip,
+    Start,
+    StopThenStart,
+    decide_overlap,
+    next_to_dequeue,
+)
 from shared.domain.run_lifecycle import refusal, run_state
-from shared.domain.schedule import CronSchedule, due_at, fire_times_after, tick_run_id
+from shared.domain.schedule import CronSchedule, due_at, fire_times_after, staging_time, tick_run_id
 from shared.eventstore.errors import ConcurrencyError
 from shared.eventstore.job_runs import job_runs
 from shared.eventstore.store import NO_STREAM, EventStore
@@ -42,10 +54,13 @@ ERROR_BACKOFF_S = 1.0
 # The most ticks of a skipped range that are counted; beyond it `TicksSkipped.count` is left out.
 COUNT_LIMIT = 100_000
 
+# A tick staged for the future before the job's schedule last took effect is withdrawn by the
+# dispatcher at its time (`staged_run_withdrawal`), so it does not count as handled.
 _LAST_FIRED = """
 SELECT max((data->>'scheduled_at')::timestamptz) FROM events
 WHERE type IN ('RunRequested', 'RunSkipped', 'RunQueued') AND data->>'job_id' = $1
   AND data->>'trigger' = 'schedule'
+  AND ((data->>'scheduled_at')::timestamptz <= now() OR recorded_at >= $2)
 """
 
 
@@ -95,16 +110,33 @@ class Triggers:
             return False
         return True
 
-    async def fire(self, job: IndexedJob, run_id: uuid.UUID, scheduled_at: datetime) -> None:
+    async def _overlap(self, job: IndexedJob, run_id: uuid.UUID) -> OverlapDecision | None:
+        """What the job's overlap policy makes of the tick's run; None when the policy never looks at the
+        job's runs (`allow` without a limit)."""
         overlap = job.spec.overlap
+        if overlap.policy == "allow" and overlap.concurrency_limit is None:
+            return None
+        runs = await job_runs(self.pool, job.job_id)
+        # Another replica may have claimed this very tick a moment ago: it is not an overlap.
+        active = [r for r in runs.active if r != run_id]
+        queued = [r for r in runs.queued if r != run_id]
+        return decide_overlap(overlap, active, queued)
+
+    async def stage(self, job: IndexedJob, run_id: uuid.UUID, scheduled_at: datetime, due: datetime) -> bool:
+        """Request the tick's run now, to start at `due`, if its overlap policy would start it now;
+        False leaves the tick to be fired (and its policy decided) at its time. Whichever replica's
+        request is kept, the tick is handled."""
+        decision = await self._overlap(job, run_id)
+        if decision is not None and not isinstance(decision, Start):
+            return False
+        request = run_request(job, run_id, trigger="schedule", scheduled_at=scheduled_at, start_at=due)
+        if await self.claim(run_id, request, self.meta(f"tick-{run_id}")):
+            log.debug("tick %s of job %s staged to start at %s", scheduled_at, job.job_id, due)
+        return True
+
+    async def fire(self, job: IndexedJob, run_id: uuid.UUID, scheduled_at: datetime) -> None:
         meta = self.meta(f"tick-{run_id}")
-        decision = None
-        if overlap.policy != "allow" or overlap.concurrency_limit is not None:
-            runs = await job_runs(self.pool, job.job_id)
-            # Another replica may have claimed this very tick a moment ago: it is not an overlap.
-            active = [r for r in runs.active if r != run_id]
-            queued = [r for r in runs.queued if r != run_id]
-            decision = decide_overlap(overlap, active, queued)
+        decision = await self._overlap(job, run_id)
         if isinstance(decision, Skip):
             skipped = RunSkipped(
                 run_id=run_id,
@@ -169,11 +201,18 @@ class Triggers:
             await self.store.append(stream_id, [request], expected_version=1, meta=meta)
 
 
+async def sleep_until(instant: datetime) -> None:
+    await asyncio.sleep(max((instant - utcnow()).total_seconds(), 0.0))
+
+
 class Scheduler:
-    def __init__(self, store: EventStore, pool: asyncpg.Pool, index: JobIndex, actor: str) -> None:
+    def __init__(
+        self, store: EventStore, pool: asyncpg.Pool, index: JobIndex, actor: str, lead_s: float = 0.0
+    ) -> None:
         self.store = store
         self.pool = pool
         self.index = index
+        self.lead_s = lead_s
         self.triggers = Triggers(store, pool, actor)
         self._loops: dict[uuid.UUID, asyncio.Task[None]] = {}
 
@@ -216,14 +255,20 @@ class Scheduler:
                     await self.triggers.fire(job, tick_run_id(job.job_id, tick), tick)
             handled = plan.handled_through
             upcoming = next(fire_times_after(schedule, handled))
-            delay = (due_at(job.job_id, upcoming, spec.jitter_s) - utcnow()).total_seconds()
-            await asyncio.sleep(max(delay, 0.0))
+            due = due_at(job.job_id, upcoming, spec.jitter_s)
+            stage_at = staging_time(handled, due, self.lead_s)
+            if stage_at is not None:
+                await sleep_until(stage_at)
+                if await self.triggers.stage(job, tick_run_id(job.job_id, upcoming), upcoming, due):
+                    handled = upcoming
+                    continue
+            await sleep_until(due)
 
     async def _handled_through(self, job: IndexedJob, schedule: CronSchedule) -> datetime:
         """The last tick some replica already handled, or when the schedule took effect if later.
         After a resume the ticks of the pause are recorded as skipped, never caught up."""
         async with self.pool.acquire() as conn:
-            fired = await conn.fetchval(_LAST_FIRED, str(job.job_id))
+            fired = await conn.fetchval(_LAST_FIRED, str(job.job_id), job.since)
         skipped = await self._skipped_through(job.job_id)
         done = max((t for t in (fired, skipped) if t is not None), default=None)
         if job.resumed and job.paused_since is not None:

@@ -41,10 +41,10 @@ DEFINITION_EVENT_TYPES = tuple(
 
 
 class Scheduling:
-    def __init__(self, runtime: Runtime, actor: str, poll_s: float) -> None:
+    def __init__(self, runtime: Runtime, actor: str, poll_s: float, lead_s: float = 0.0) -> None:
         self.runtime = runtime
         self.index = JobIndex()
-        self.scheduler = Scheduler(runtime.store, runtime.pool, self.index, actor)
+        self.scheduler = Scheduler(runtime.store, runtime.pool, self.index, actor, lead_s)
         self.follow_ups = RunFollowUps(self.scheduler.triggers, self.index)
         self.jobs_tail = StoreTail(
             runtime.store, (*JOB_EVENT_TYPES, *DEFINITION_EVENT_TYPES), self._job_event, poll_s=poll_s

@@ -33,6 +33,7 @@ from services.dispatcher.leases import Lease, Leases
 from services.dispatcher.nomad_schedules import NomadSchedules
 from services.dispatcher.runs import SHUTDOWN_REASON, RunDispatcher
 from services.dispatcher.scheduling import Scheduling
+from services.dispatcher.workspace import spares as workspace_spares
 from shared.archive.factory import open_archive
 from shared.bus.consumer import decode
 from shared.secrets import load_keyring
@@ -41,6 +42,9 @@ from shared.service import Runtime
 log = logging.getLogger(__name__)
 
 DURABLE = "dispatcher"
+LOCAL_GATE_POOL = 2
+"""Gate shells forked ahead of local runs (drivers/gates.py): enough for runs that come one after another;
+a burst past it forks its gates as runs start, as without a pool."""
 
 
 class DispatcherService:
@@ -52,7 +56,8 @@ class DispatcherService:
         self.leases = Leases(
             runtime.pool, Lease(self.identity, socket.gethostname(), os.getpid()), self.config.lease_ttl_s
         )
-        local = LocalProcessDriver(chunk_bytes=self.config.log_chunk_bytes)
+        local = LocalProcessDriver(chunk_bytes=self.config.log_chunk_bytes, gate_pool=LOCAL_GATE_POOL)
+        self.local = local
         self.docker = DockerDriver(runtime.settings.docker_url, self.identity)
         self.nomad = NomadDriver.from_env()
         docker = DockerPipelineDriver(self.docker)
@@ -75,7 +80,10 @@ class DispatcherService:
             self._route,
             concurrency=self.config.start_concurrency,
         )
-        self.scheduling = Scheduling(runtime, f"scheduler:{self.identity}", self.config.schedule_poll_s)
+        self.scheduling = Scheduling(
+            runtime, f"scheduler:{self.identity}", self.config.schedule_poll_s, self.config.schedule_lead_s
+        )
+        self.dispatcher.withdrawal = self.scheduling.index.staged_withdrawal
         self.scheduling.handover = NomadSchedules(
             runtime, self.scheduling.index, self.dispatcher, resync_s=self.config.nomad_periodic_resync_s
         )
@@ -136,6 +144,7 @@ class DispatcherService:
         """Take no new runs, stop the ones held (SIGTERM, grace, SIGKILL) and record why they ended; or,
         with `detach_on_shutdown`, leave Docker and Nomad runs running for the next dispatcher."""
         await self.scheduling.stop()
+        self.dispatcher.closing.set()
         await self.intake.drain()
         handed = await self.dispatcher.hand_over() if self.config.detach_on_shutdown else 0
         await self.dispatcher.stop_all(SHUTDOWN_REASON, self.config.shutdown_grace_s)
@@ -152,6 +161,8 @@ class DispatcherService:
             await self.leases.release()
         if self.dispatcher.archive is not None:
             await self.dispatcher.archive.close()
+        await self.local.close()
+        await workspace_spares.remove_all()
         await self.docker.close()
         await self.nomad.close()
         log.info("dispatcher %s stopped (%d runs left for the next dispatcher)", self.identity, handed)

@@ -68,6 +68,7 @@ class RunRenderer:
                 payload=rendered.payload,
                 execution_version=rendered.execution_version,
                 sealed=rendered.sealed,
+                start_at=requested.start_at,
             )
         meta = EventMeta(actor=ACTOR, correlation_id=event.correlation_id, causation_id=str(event.id))
         try:

@@ -2,7 +2,8 @@
 
 It is derived from the job's runs, never stored, so a replayed read model cannot disagree with the
 history. Precedence (decision 0074): paused (scheduling is off, whatever still runs), running, queued,
-retrying, then the outcome of the newest run that was not skipped.
+retrying, then the outcome of the newest run that was not skipped. A scheduled run staged ahead of its
+tick (decision 0175) is not waiting until its time comes: the job is as it was before it was staged.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 JobState = Literal["idle", "queued", "running", "retrying", "failed", "paused"]
@@ -39,12 +41,14 @@ class RunSummary:
     run_id: uuid.UUID
     status: RunStatus
     retry_run_id: uuid.UUID | None = None
+    start_at: datetime | None = None
 
 
-def job_state(runs: Sequence[RunSummary], *, paused: bool) -> JobState:
-    """Fold the job's runs, oldest first, into its state."""
+def job_state(runs: Sequence[RunSummary], *, paused: bool, now: datetime | None = None) -> JobState:
+    """Fold the job's runs, oldest first, into its state; `now` tells staged runs that are due."""
     if paused:
         return "paused"
+    runs = [run for run in runs if run.start_at is None or now is None or run.start_at <= now]
     statuses = {run.status for run in runs}
     if "running" in statuses:
         return "running"

@@ -90,6 +90,16 @@ def due_at(job_id: uuid.UUID, scheduled_at: datetime, jitter_s: float) -> dateti
     return scheduled_at.astimezone(UTC) + jitter_offset(job_id, scheduled_at, jitter_s)
 
 
+def staging_time(previous: datetime, due: datetime, lead_s: float) -> datetime | None:
+    """When to stage a tick due at `due` (decision 0175): `lead_s` ahead, but never earlier than halfway
+    from `previous` (the last tick, or when its loop began), so the run of the tick before has usually
+    ended and an overlap policy decided then still holds at the tick. None when staging is off or there
+    is no time left to gain."""
+    if lead_s <= 0 or due <= previous:
+        return None
+    return max(due - timedelta(seconds=lead_s), previous + (due - previous) / 2)
+
+
 def tick_run_id(job_id: uuid.UUID, scheduled_at: datetime) -> uuid.UUID:
     """The run id of a tick; replicas that fire the same tick collide on it and the store keeps one."""
     _require_aware(scheduled_at, "scheduled_at")

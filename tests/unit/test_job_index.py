@@ -67,3 +67,28 @@ def test_deleted_jobs_leave_the_index_and_other_events_are_ignored() -> None:
     index = fold(job_id, [JobCreated(job_id=job_id, spec=SPEC), JobDeleted(job_id=job_id)])
     assert job_id not in index.jobs
     assert fold(job_id, [RunRequested(run_id=uuid.uuid4(), job_id=job_id, execution="x")]).jobs == {}
+
+
+def test_a_staged_run_starts_when_its_job_did_not_change_since_it_was_staged() -> None:
+    job_id = uuid.uuid4()
+    index = fold(job_id, [JobCreated(job_id=job_id, spec=SPEC)])
+    assert index.staged_withdrawal(job_id, T0 + timedelta(minutes=5)) is None
+
+
+def test_a_staged_run_is_withdrawn_when_its_job_was_paused_deleted_or_rescheduled_after_staging() -> None:
+    job_id = uuid.uuid4()
+    created = JobCreated(job_id=job_id, spec=SPEC)
+    staged = T0 + timedelta(minutes=1, seconds=30)
+    paused = fold(job_id, [created, JobPaused(job_id=job_id)])
+    assert "paused" in (paused.staged_withdrawal(job_id, staged) or "")
+    deleted = fold(job_id, [created, JobDeleted(job_id=job_id)])
+    assert "deleted" in (deleted.staged_withdrawal(job_id, staged) or "")
+    hourly = JobSpec.model_validate({"name": "n", "execution": "x", "schedule": {"cron": "0 * * * *"}})
+    moved = fold(job_id, [created, JobUpdated(job_id=job_id, spec=hourly, changed=["schedule"])])
+    assert "schedule changed" in (moved.staged_withdrawal(job_id, staged) or "")
+    resumed = fold(job_id, [created, JobPaused(job_id=job_id), JobResumed(job_id=job_id)])
+    assert "schedule changed" in (resumed.staged_withdrawal(job_id, staged) or "")
+
+
+def test_a_job_this_replica_has_not_heard_of_yet_does_not_withdraw_its_staged_run() -> None:
+    assert JobIndex().staged_withdrawal(uuid.uuid4(), T0) is None

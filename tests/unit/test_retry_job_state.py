@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from shared.domain.job_state import RunStatus, RunSummary, job_state
 
@@ -65,3 +66,11 @@ def test_paused_wins_over_everything_because_it_is_about_scheduling() -> None:
     assert job_state([run(0, "running")], paused=True) == "paused"
     assert job_state([run(0, "failed", retry=1)], paused=True) == "paused"
     assert job_state([], paused=True) == "paused"
+
+
+def test_a_run_staged_ahead_of_its_tick_leaves_the_job_as_it_was_until_its_time() -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    staged = RunSummary(IDS[1], "rendered", start_at=now + timedelta(seconds=5))
+    assert job_state([run(0, "failed"), staged], paused=False, now=now) == "failed"
+    assert job_state([run(0, "succeeded"), staged], paused=False, now=now) == "idle"
+    assert job_state([run(0, "succeeded"), staged], paused=False, now=now + timedelta(seconds=5)) == "queued"

@@ -23,13 +23,15 @@ RECENT_RUNS = 100
 
 async def with_status(conn: asyncpg.Connection, view: JobView) -> JobView:
     rows = await conn.fetch(
-        f"SELECT id, status, next_run_id FROM {S}.runs WHERE job_id = $1 "
+        f"SELECT id, status, next_run_id, start_at FROM {S}.runs WHERE job_id = $1 "
         "ORDER BY requested_position DESC LIMIT $2",
         view.id,
         RECENT_RUNS,
     )
-    runs = [RunSummary(r["id"], r["status"], r["next_run_id"]) for r in reversed(rows)]
+    runs = [RunSummary(r["id"], r["status"], r["next_run_id"], r["start_at"]) for r in reversed(rows)]
+    now = datetime.now(UTC)
     next_runs: list[datetime] = []
     if view.schedule is not None and view.enabled:
-        next_runs = next_fire_times(CronSchedule.from_spec(view.schedule), datetime.now(UTC), NEXT_RUNS)
-    return view.model_copy(update={"state": job_state(runs, paused=not view.enabled), "next_runs": next_runs})
+        next_runs = next_fire_times(CronSchedule.from_spec(view.schedule), now, NEXT_RUNS)
+    state = job_state(runs, paused=not view.enabled, now=now)
+    return view.model_copy(update={"state": state, "next_runs": next_runs})

@@ -213,8 +213,8 @@ class ReadModelProjection:
         await conn.execute(
             f"""INSERT INTO {self.s}.runs (id, job_id, job_version, execution, trigger, overrides, status,
                     requested_at, requested_by, version, requested_position, attempt, first_run_id,
-                    scheduled_at)
-                VALUES ($1, $2, $3, $4, $5, $6::jsonb, 'requested', $7, $8, $9, $10, $11, $12, $13)
+                    scheduled_at, start_at)
+                VALUES ($1, $2, $3, $4, $5, $6::jsonb, 'requested', $7, $8, $9, $10, $11, $12, $13, $14)
                 ON CONFLICT (id) DO UPDATE SET status = 'requested', job_version = excluded.job_version,
                     execution = excluded.execution, version = excluded.version""",
             payload.run_id,
@@ -230,6 +230,7 @@ class ReadModelProjection:
             payload.attempt,
             payload.first_run_id,
             payload.scheduled_at,
+            payload.start_at,
         )
 
     async def _run_queued(self, conn: asyncpg.Connection, event: RecordedEvent, payload: RunQueued) -> None:

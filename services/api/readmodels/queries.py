@@ -138,7 +138,7 @@ async def list_jobs(conn: asyncpg.Connection, query: JobListQuery) -> tuple[list
 _RUN_COLUMNS = (
     "id, job_id, status, exit_code, reason, requested_at, started_at, ended_at, job_version, execution, "
     "trigger, overrides, requested_by, stop_requested_at, stop_requested_by, stopped_by, next_run_id, log, "
-    "steps, attempt, first_run_id, scheduled_at"
+    "steps, attempt, first_run_id, scheduled_at, start_at"
 )
 
 

@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS {s}.runs (
 ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS stop_requested_by text;
 ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS stopped_by text;
 ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS steps jsonb NOT NULL DEFAULT '[]';
+ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS start_at timestamptz;
 CREATE INDEX IF NOT EXISTS runs_requested_position ON {s}.runs (requested_position);
 CREATE INDEX IF NOT EXISTS runs_job ON {s}.runs (job_id, requested_position);
 CREATE TABLE IF NOT EXISTS {s}.state (

@@ -179,9 +179,10 @@ async def rerun(request: web.Request) -> web.Response:
                 "attempt": 1,
                 "first_run_id": None,
                 "forced": False,
+                "start_at": None,
             }
         ),
-        rendered.model_copy(update={"run_id": run_id}),
+        rendered.model_copy(update={"run_id": run_id, "start_at": None}),
     ]
     if original.job_id is None:
         await ctx.append(

@@ -4,16 +4,17 @@ runs under the overlap policy (and `force`), reruns, backfills and run retention
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from contracts import streams
 from contracts.envelope import EventMeta
-from contracts.events import RunRejected, RunRendered
+from contracts.events import RunRejected, RunRendered, RunRequested
 from shared.eventstore.store import EventStore
 from tests.integration.api.conftest import create_job
+from tests.polling import eventually
 
 Client = TestClient[Any, Any]
 TEST = EventMeta(actor="renderer-stand-in", correlation_id="test")
@@ -88,6 +89,41 @@ async def test_rerun_reuses_the_original_rendered_payload(defined: Client, store
     assert events[0].data["rerun_of"] == original["id"] and events[1].data["payload"] == payload
     missing = await defined.post(f"/runs/{uuid.uuid4()}/rerun")
     assert missing.status == 404
+
+
+async def test_a_staged_run_shows_its_start_leaves_the_job_idle_and_reruns_start_at_once(
+    defined: Client, store: EventStore
+) -> None:
+    job = await create_job(defined, overlap={"policy": "allow"}, schedule={"cron": "0 3 * * *"})
+    run_id, tick = uuid.uuid4(), datetime.now(UTC) + timedelta(minutes=5)
+    stream = streams.stream_id(streams.RUN, run_id)
+    staged: list[Any] = [
+        RunRequested(
+            run_id=run_id,
+            job_id=uuid.UUID(job["id"]),
+            execution="hello",
+            trigger="schedule",
+            scheduled_at=tick,
+            start_at=tick,
+        ),
+        RunRendered(
+            run_id=run_id, driver="local", payload={"command": ["true"]}, execution_version=1, start_at=tick
+        ),
+    ]
+    await store.append(stream, staged, expected_version=0, meta=TEST)
+
+    async def rendered() -> dict[str, Any] | None:
+        view: dict[str, Any] = await (await defined.get(f"/runs/{run_id}")).json()
+        return view if view.get("status") == "rendered" else None
+
+    view = await eventually(rendered)
+    assert datetime.fromisoformat(view["start_at"]) == tick
+    assert (await (await defined.get(f"/jobs/{job['id']}")).json())["state"] == "idle"
+    response = await defined.post(f"/runs/{run_id}/rerun")
+    assert response.status == 202, await response.text()
+    again = (await response.json())["id"]
+    events = await store.read_stream(streams.stream_id(streams.RUN, again))
+    assert [e.data["start_at"] for e in events] == [None, None]
 
 
 async def test_backfill_runs_each_tick_of_the_range_with_its_time_as_a_param(
