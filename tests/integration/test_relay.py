@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from nats.js import JetStreamContext
@@ -20,9 +20,11 @@ from nats.js import JetStreamContext
 from contracts.envelope import CloudEvent, EventMeta, RecordedEvent
 from contracts.events import JobPaused, JobResumed, RunRequested
 from contracts.subjects import events_stream_name, events_wildcard
+from shared.bus import relay as relay_module
 from shared.bus.relay import Relay
 from shared.eventstore import NO_STREAM, EventStore
 from shared.settings import Settings
+from tests.polling import eventually
 
 META = EventMeta(actor="tester", correlation_id="corr-relay")
 
@@ -233,20 +235,41 @@ async def test_relay_sigkilled_at_random_moments_still_publishes_every_event_exa
     assert published_by_victims, "the kills never hit a relay that had started publishing"
 
 
+class WatchedWakeup(asyncio.Event):
+    """The relay's wakeup, telling the test when the relay waits for a notification: it has read the
+    store to its end and has nothing left to publish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = False
+
+    async def wait(self) -> Literal[True]:
+        self.waiting = True
+        try:
+            return await super().wait()
+        finally:
+            self.waiting = False
+
+
 async def test_relay_publishes_announced_events_that_follow_its_position_and_reads_the_store_past_a_hole(
-    store: EventStore, js: JetStreamContext, settings: Settings
+    store: EventStore, js: JetStreamContext, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Announced events stand in for a read only when they continue the relay's position; an
     announcement after a hole (here: a batch too big to announce, so one that never arrives whole) makes
-    it read the store, and the bus still holds every event once, in order, with its `prevposition` chain."""
-    async with running_relay(store, js, settings):
+    it read the store, and the bus still holds every event once, in order, with its `prevposition` chain.
+    The idle poll is lengthened and the relay seen waiting before each commit, so no read can find a
+    commit whose notification is still on its way."""
+    monkeypatch.setattr(relay_module, "IDLE_POLL_S", 60.0)
+    async with running_relay(store, js, settings) as relay:
+        wakeup = relay._wakeup = WatchedWakeup()
         first = await append_jobs(store, jobs=2, events_per_job=2)
         await wait_for_bus_count(js, settings.bus_prefix, len(first))
+        await eventually(lambda: asyncio.sleep(0, wakeup.waiting))
         reads = 0
         read_all = store.read_all
 
         async def counting_read_all(**kwargs: Any) -> list[RecordedEvent]:
-            """Counts the reads that found events: an idle poll finding none is not a read instead of an
+            """Counts the reads that found events: a read finding none is not a read instead of an
             announcement."""
             nonlocal reads
             found = await read_all(**kwargs)
@@ -255,9 +278,10 @@ async def test_relay_publishes_announced_events_that_follow_its_position_and_rea
 
         store.read_all = counting_read_all  # type: ignore[method-assign]
         try:
-            small = await append_jobs(store, jobs=3, events_per_job=1)
+            small = await append_jobs(store, jobs=1, events_per_job=3)
             await wait_for_bus_count(js, settings.bus_prefix, len(first) + len(small))
             reads_for_small = reads
+            await eventually(lambda: asyncio.sleep(0, wakeup.waiting))
             job = uuid.uuid4()
             too_big = JobPaused(job_id=job, reason="x" * 7000)
             big = await store.append(f"job-{job}", [too_big], expected_version=NO_STREAM, meta=META)
