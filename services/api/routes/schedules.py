@@ -18,7 +18,7 @@ from contracts.base import Event, JsonObject
 from contracts.envelope import EventMeta
 from contracts.events import RunQueued, RunRendered, RunRequested, RunSkipped, RunStopRequested
 from services.api.context import ApiContext, context
-from services.api.domain.jobs import decide_request_run
+from services.api.domain.jobs import JobState, decide_request_run
 from services.api.loaders import load_job
 from services.api.models import Query, RunView
 from services.api.problems import ProblemError
@@ -93,6 +93,7 @@ async def _request_stop(ctx: ApiContext, run_id: uuid.UUID, meta: EventMeta) -> 
 async def start_under_policy(
     ctx: ApiContext,
     job_id: uuid.UUID,
+    state: JobState,
     events: list[Event],
     overrides: JsonObject,
     *,
@@ -101,8 +102,8 @@ async def start_under_policy(
     can_wait: bool = True,
 ) -> web.Response:
     """Record `events` (a new run) if the job's overlap policy lets it start, or what the policy makes
-    of it: a 409 with the recorded `RunSkipped`, a queued run (202), or a start after stop requests."""
-    state = await load_job(ctx.store, job_id)
+    of it: a 409 with the recorded `RunSkipped`, a queued run (202), or a start after stop requests.
+    `state` is the job as its caller read it from the store: a run's way to `RunRequested` reads it once."""
     assert state.spec is not None
     request = events[0]
     assert isinstance(request, RunRequested)
@@ -150,7 +151,7 @@ async def request_run(request: web.Request, overrides: JsonObject) -> web.Respon
     meta = command_meta(request)
     state = await load_job(ctx.store, job_id)
     events = decide_request_run(state, uuid.uuid4(), overrides)
-    return await start_under_policy(ctx, job_id, events, overrides, force=force, meta=meta)
+    return await start_under_policy(ctx, job_id, state, events, overrides, force=force, meta=meta)
 
 
 async def rerun(request: web.Request) -> web.Response:
@@ -189,8 +190,9 @@ async def rerun(request: web.Request) -> web.Response:
             streams.stream_id(streams.RUN, run_id), events, expected_version=NO_STREAM, meta=meta
         )
         return await _answer_run(ctx, run_id)
+    job = await load_job(ctx.store, original.job_id)
     return await start_under_policy(
-        ctx, original.job_id, events, original.overrides, force=force, meta=meta, can_wait=False
+        ctx, original.job_id, job, events, original.overrides, force=force, meta=meta, can_wait=False
     )
 
 
