@@ -40,6 +40,8 @@ class RenderRequest:
     overrides: JsonObject = field(default_factory=dict)
     job_id: uuid.UUID | None = None
     at: datetime | None = None
+    position: int | None = None
+    """Where the request was recorded in the store, for a run: what its definitions must be current for."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,9 @@ async def render_request(
     definitions: Definitions, secrets: SecretHandling, request: RenderRequest
 ) -> Rendered:
     at = request.at.replace(tzinfo=UTC) if request.at and request.at.tzinfo is None else request.at
-    execution, specs = await definitions.load(request.execution, sorted(request.dimensions), at=at)
+    execution, specs = await definitions.load(
+        request.execution, sorted(request.dimensions), at=at, position=request.position
+    )
     if execution is None:
         raise Rejection("unknown_execution", f"unknown execution {request.execution!r}", field="execution")
     dimension_params = _dimension_params(request.dimensions, specs)

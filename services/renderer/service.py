@@ -18,6 +18,7 @@ from contracts.envelope import EventMeta, RecordedEvent
 from contracts.events import RunRejected, RunRendered, RunRequested
 from contracts.preview import PreviewError, PreviewFailed, PreviewRendered, PreviewReply, PreviewRequest
 from contracts.subjects import event_type_filter, render_preview_subject
+from services.renderer.definition_cache import DefinitionCache
 from services.renderer.definitions import Definitions
 from services.renderer.pipeline import Rejection, RenderRequest, render_request
 from services.renderer.secrets import SecretHandling, secret_handling
@@ -38,9 +39,11 @@ appends from concurrent loops share group commits, so this multiplies throughput
 
 
 class RunRenderer:
-    def __init__(self, store: EventStore, secrets: SecretHandling) -> None:
+    def __init__(
+        self, store: EventStore, secrets: SecretHandling, cache: DefinitionCache | None = None
+    ) -> None:
         self.store = store
-        self.definitions = Definitions(store)
+        self.definitions = Definitions(store, cache)
         self.secrets = secrets
 
     async def handle(self, event: RecordedEvent) -> None:
@@ -53,6 +56,7 @@ class RunRenderer:
             params=requested.params,
             overrides=requested.overrides,
             job_id=requested.job_id,
+            position=event.position,
         )
         outcome: RunRendered | RunRejected
         try:
@@ -123,7 +127,9 @@ class RunRenderer:
 async def start(runtime: Runtime) -> Callable[[], Awaitable[None]]:
     """Take the durable consumer on requested runs and answer previews; returns the shutdown step."""
     secrets = secret_handling(runtime.settings.secret_key_file)
-    renderer = RunRenderer(runtime.store, secrets)
+    cache = DefinitionCache(runtime.settings.pg_dsn)
+    runtime.spawn(cache.run(), "renderer-definition-cache")
+    renderer = RunRenderer(runtime.store, secrets, cache)
     prefix = runtime.settings.bus_prefix
 
     async def answer_preview(message: Msg) -> None:
