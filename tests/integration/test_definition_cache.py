@@ -65,13 +65,23 @@ async def greeting_for(definitions: Definitions, request: RecordedEvent) -> obje
     return execution.spec.default_params["greeting"]
 
 
+async def warmed(store: EventStore, cache: DefinitionCache) -> tuple[Definitions, RecordedEvent]:
+    """Definitions with `hello` read once and cached, for a request the cache was notified of."""
+    definitions = Definitions(store, cache)
+    await define_execution(store, "hello", HELLO)
+    request = await request_run(store, "hello")
+    await eventually(functools.partial(notified_of, cache, request))
+    assert await greeting_for(definitions, request) == "hello"
+    assert cache.get(["execution-hello"]) is not None
+    return definitions, request
+
+
 async def test_an_unchanged_definition_is_read_once_for_requests_the_cache_was_notified_of(
     settings: Settings, pool: asyncpg.Pool
 ) -> None:
     store = CountingStore(pool)
     async with listening(settings) as cache:
-        definitions = Definitions(store, cache)
-        await define_execution(store, "hello", HELLO)
+        definitions, _ = await warmed(store, cache)
         for _ in range(3):
             request = await request_run(store, "hello")
             await eventually(functools.partial(notified_of, cache, request))
@@ -84,12 +94,7 @@ async def test_a_request_the_cache_was_not_yet_notified_of_reads_the_store(
 ) -> None:
     store = CountingStore(pool)
     async with listening(settings) as cache:
-        definitions = Definitions(store, cache)
-        await define_execution(store, "hello", HELLO)
-        request = await request_run(store, "hello")
-        await eventually(functools.partial(notified_of, cache, request))
-        await greeting_for(definitions, request)
-        assert cache.get(["execution-hello"]) is not None
+        definitions, request = await warmed(store, cache)
         unseen = request.model_copy(update={"position": request.position + 1_000})
         assert await greeting_for(definitions, unseen) == "hello"
         assert store.reads == 2
@@ -113,12 +118,7 @@ async def test_a_lost_connection_forgets_every_entry_and_listens_again(
 ) -> None:
     store = CountingStore(pool)
     async with listening(settings) as cache:
-        definitions = Definitions(store, cache)
-        await define_execution(store, "hello", HELLO)
-        request = await request_run(store, "hello")
-        await eventually(functools.partial(notified_of, cache, request))
-        await greeting_for(definitions, request)
-        assert cache.get(["execution-hello"]) is not None
+        definitions, request = await warmed(store, cache)
         before = cache.changes
         async with pool.acquire() as conn:
             terminated = await conn.fetchval(
