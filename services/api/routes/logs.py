@@ -19,16 +19,17 @@ from aiohttp import web
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from contracts import streams
+from contracts.events import RunSkipped
 from contracts.subjects import logs_subject
 from services.api.context import ApiContext, context
 from services.api.domain.runs import started
-from services.api.loaders import load_run
 from services.api.models import LogPageView, LogQuery, LogStreamQuery
 from services.api.problems import ProblemError
 from services.api.requests import json_response, last_event_id, path_uuid, read_query
 from services.api.routes.endpoint import Endpoint
 from shared.archive.reader import LogReader, OffsetBeyondEnd
-from shared.domain.run_lifecycle import RunState
+from shared.domain.run_lifecycle import RunState, run_state
 
 LONGEST_CHARACTER = 4
 SSE_PAGE = 256 * 1024
@@ -85,33 +86,46 @@ def _beyond_end(offset: int, size: int) -> ProblemError:
     )
 
 
-async def _read(ctx: ApiContext, run_id: uuid.UUID, state: RunState, offset: int, limit: int) -> TextPage:
-    """A page; a run that ended without ever starting (rejected, stopped before it started, refused by
-    the driver) printed nothing, so its log is empty and complete even where no end marker was sent."""
+@dataclass(frozen=True)
+class _Run:
+    state: RunState
+    skipped: bool
+    """The overlap policy skipped it (`RunSkipped`): its stream has no lifecycle, and never will."""
+
+    @property
+    def printed_nothing(self) -> bool:
+        """Skipped, or ended without ever starting (rejected, stopped before it started, refused by the
+        driver): its log is empty and complete even where no end marker was sent."""
+        return self.skipped or (self.state.terminal and not started(self.state))
+
+
+async def _read(ctx: ApiContext, run_id: uuid.UUID, run: _Run, offset: int, limit: int) -> TextPage:
     try:
         page = await read_text(ctx.logs, run_id, offset, limit)
     except OffsetBeyondEnd as exc:
         raise _beyond_end(exc.offset, exc.size) from None
-    if page.empty and not page.complete and state.terminal and not started(state):
+    if page.empty and not page.complete and run.printed_nothing:
         if offset > 0:
             raise _beyond_end(offset, 0)
         return TextPage(0, 0, "", True)
     return page
 
 
-async def _existing_run(ctx: ApiContext, run_id: uuid.UUID) -> RunState:
-    state = await load_run(ctx.store, run_id)
-    if state.status is None:
+async def _existing_run(ctx: ApiContext, run_id: uuid.UUID) -> _Run:
+    """The run, if its stream holds anything: a queued run has no lifecycle yet but will start, so its
+    log is empty until then, and followed until it ends."""
+    events = await ctx.store.read_stream(streams.stream_id(streams.RUN, run_id))
+    if not events:
         raise ProblemError(404, "Not Found", f"no run {run_id}", "not-found")
-    return state
+    return _Run(run_state(events), any(event.type == RunSkipped.event_type() for event in events))
 
 
 async def get_log(request: web.Request) -> web.Response:
     ctx = context(request)
     run_id = path_uuid(request, "run_id")
     query = read_query(request, LogQuery)
-    state = await _existing_run(ctx, run_id)
-    page = await _read(ctx, run_id, state, query.offset, query.limit)
+    run = await _existing_run(ctx, run_id)
+    page = await _read(ctx, run_id, run, query.offset, query.limit)
     return json_response(
         LogPageView(offset=page.offset, next_offset=page.next_offset, data=page.text, complete=page.complete)
     )
@@ -164,8 +178,8 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
     run_id = path_uuid(request, "run_id")
     query = read_query(request, LogStreamQuery)
     offset = last_event_id(request, "a log offset", default=query.offset or 0)
-    state = await _existing_run(ctx, run_id)
-    page = await _read(ctx, run_id, state, offset, SSE_PAGE)
+    run = await _existing_run(ctx, run_id)
+    page = await _read(ctx, run_id, run, offset, SSE_PAGE)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
@@ -188,8 +202,8 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
                 if wakeup.subscription is None:
                     await wakeup.subscribe(ctx, run_id)
                 else:
-                    state = await load_run(ctx.store, run_id)
-                    if state.terminal:
+                    run = await _existing_run(ctx, run_id)
+                    if run.state.terminal:
                         ended_seen = ended_seen or time.monotonic()
                         if time.monotonic() - ended_seen >= QUIET_AFTER_END_S:
                             await response.write(_end_event(offset, False))
@@ -199,7 +213,7 @@ async def stream_log(request: web.Request) -> web.StreamResponse:
                         await response.write(b": keepalive\n\n")
                         last_write = time.monotonic()
             wakeup.event.clear()
-            page = await _read(ctx, run_id, state, offset, SSE_PAGE)
+            page = await _read(ctx, run_id, run, offset, SSE_PAGE)
     except ConnectionResetError:
         pass
     finally:

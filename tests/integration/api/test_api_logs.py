@@ -14,7 +14,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from contracts.envelope import EventMeta
-from contracts.events import RunLost, RunRejected, RunRendered, RunStarted
+from contracts.events import RunLost, RunQueued, RunRejected, RunRendered, RunSkipped, RunStarted
 from services.api.context import CONTEXT
 from services.api.routes import logs as log_routes
 from services.api.routes.logs import decode_page
@@ -186,6 +186,33 @@ async def test_a_run_that_ended_without_starting_has_an_empty_complete_log(defin
     assert (await defined.get(f"/runs/{run_id}/log", params={"offset": 5})).status == 416
     stream = await defined.get(f"/runs/{run_id}/log/stream")
     assert await read_events(stream) == [{"event": "end", "id": "0", "data": {"offset": 0, "complete": True}}]
+
+
+async def append_first(api: Client, event: RunSkipped | RunQueued) -> str:
+    """A run stream that starts as the overlap policy leaves it, without a `RunRequested`."""
+    await api.app[CONTEXT].append(f"run-{event.run_id}", [event], expected_version=0, meta=DISPATCHER)
+    return str(event.run_id)
+
+
+async def test_a_skipped_run_has_an_empty_complete_log(defined: Client) -> None:
+    skipped = RunSkipped(
+        run_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+        trigger="manual",
+        code="overlap_forbidden",
+        reason="still active",
+    )
+    run_id = await append_first(defined, skipped)
+    assert await page(defined, run_id) == {"offset": 0, "next_offset": 0, "data": "", "complete": True}
+    stream = await defined.get(f"/runs/{run_id}/log/stream")
+    assert await read_events(stream) == [{"event": "end", "id": "0", "data": {"offset": 0, "complete": True}}]
+
+
+async def test_a_queued_run_has_an_empty_log_that_is_not_complete_yet(defined: Client) -> None:
+    run_id = await append_first(
+        defined, RunQueued(run_id=uuid.uuid4(), job_id=uuid.uuid4(), trigger="manual")
+    )
+    assert await page(defined, run_id) == {"offset": 0, "next_offset": 0, "data": "", "complete": False}
 
 
 async def test_stream_follows_a_live_log_to_its_end(defined: Client, log_publisher: LogPublisher) -> None:
